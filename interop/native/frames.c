@@ -1,0 +1,68 @@
+/* Device frame allocator: a bitmap with next-fit and a contiguity hint, so virtual runs stay file runs. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static inline bool bit_get(const uint64_t *b, uint64_t i) { return (b[i >> 6] >> (i & 63)) & 1; }
+static inline void bit_set(uint64_t *b, uint64_t i) { b[i >> 6] |= 1ull << (i & 63); }
+static inline void bit_clear(uint64_t *b, uint64_t i) { b[i >> 6] &= ~(1ull << (i & 63)); }
+
+int pool_init(frame_pool *p, uint64_t frames) {
+    memset(p, 0, sizeof *p);
+    p->bitmap = calloc((frames + 63) / 64, sizeof(uint64_t));
+    if (!p->bitmap) return -12;
+    p->frames = frames;
+    pthread_mutex_init(&p->lock, NULL);
+    return 0;
+}
+
+void pool_destroy(frame_pool *p) {
+    free(p->bitmap);
+    p->bitmap = NULL;
+    pthread_mutex_destroy(&p->lock);
+}
+
+/* Length of the free run starting at i, at most want. */
+static uint64_t free_run(const frame_pool *p, uint64_t i, uint64_t want) {
+    uint64_t n = 0;
+    while (n < want && i + n < p->frames && !bit_get(p->bitmap, i + n)) n++;
+    return n;
+}
+
+/* Allocates up to want contiguous frames, at hint when that run is free; *got = 0 when the pool is full. */
+uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got) {
+    pthread_mutex_lock(&p->lock);
+    uint64_t start = 0, n = 0;
+    if (hint < p->frames) n = free_run(p, hint, want);
+    if (n > 0) {
+        start = hint;
+    } else if (p->used < p->frames) {
+        /* Next-fit: take the first free frame from the cursor, then as many free after it as wanted. */
+        uint64_t i = p->cursor;
+        for (uint64_t scanned = 0; scanned < p->frames; scanned++, i = (i + 1 == p->frames) ? 0 : i + 1) {
+            if ((i & 63) == 0 && p->bitmap[i >> 6] == ~0ull && i + 64 <= p->frames) {
+                scanned += 63;
+                i += 63;
+                continue;
+            }
+            if (!bit_get(p->bitmap, i)) {
+                start = i;
+                n = free_run(p, i, want);
+                break;
+            }
+        }
+    }
+    for (uint64_t k = 0; k < n; k++) bit_set(p->bitmap, start + k);
+    p->used += n;
+    if (n) p->cursor = (start + n == p->frames) ? 0 : start + n;
+    pthread_mutex_unlock(&p->lock);
+    *got = n;
+    return start;
+}
+
+void pool_free(frame_pool *p, uint64_t start, uint64_t count) {
+    pthread_mutex_lock(&p->lock);
+    for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k);
+    p->used -= count;
+    pthread_mutex_unlock(&p->lock);
+}

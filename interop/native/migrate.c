@@ -1,0 +1,196 @@
+/* Migration, after migrate_vma: prepare (claim, allocate, write-protect) -> copy (managed copy engine)
+ * -> commit (claim per page, remap, re-register, wake, release the source) in one native call. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include "internal.h"
+
+static uint8_t *node_addr(cdm_region *r, int node, uint64_t page, uint64_t frame) {
+    return node == CDM_HOST_NODE ? r->host_view + page * PAGE : r->engine->nodes[node].view + frame * PAGE;
+}
+
+/* Pages from p that could join one source run: resident off target, one source node, contiguous frames. */
+static uint64_t source_run_length(cdm_region *r, uint64_t p, uint64_t end, int target) {
+    uint64_t w0 = region_word(r, p), n = 0;
+    for (uint64_t q = p; q < end; q++, n++) {
+        uint64_t w = region_word(r, q);
+        if (PS_STATE(w) != PS_RESIDENT || PS_NODE(w) == target || PS_NODE(w) != PS_NODE(w0)) break;
+        if (PS_NODE(w0) != CDM_HOST_NODE && PS_FRAME(w) != PS_FRAME(w0) + n) break;
+    }
+    return n;
+}
+
+static void run_close(cdm_region *r, cdm_run *run, uint64_t dst_capacity) {
+    if (run->dst_node != CDM_HOST_NODE && dst_capacity > run->page_count)
+        pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + run->page_count, dst_capacity - run->page_count);
+}
+
+/* Gives a page we claimed back to its source: after an abort, the writer's handler finishes first. */
+static void restore_page(cdm_region *r, uint64_t p) {
+    for (;;) {
+        uint64_t w = region_word(r, p);
+        unsigned s = PS_STATE(w);
+        if (s == PS_ABORTING) { sched_yield(); continue; }
+        if (s == PS_ABORTED) { region_store(r, p, PS_WITH_STATE(w, PS_RESIDENT)); return; }
+        if (region_cas(r, p, &w, PS_WITH_STATE(w, PS_RESIDENT))) return;
+    }
+}
+
+/* Undoes pages [off, off+n) of a run: unprotect while still owning them, then restore and free. */
+static void cancel_run(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes,
+                       uint8_t outcome) {
+    uint64_t p = run->first_page + off;
+    uffd_write_protect(r->engine->uffd, r->base + p * PAGE, n * PAGE, false, true);
+    for (uint64_t k = 0; k < n; k++) {
+        restore_page(r, p + k);
+        outcomes[p + k - first] = outcome;
+    }
+    if (run->dst_node != CDM_HOST_NODE) pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + off, n);
+}
+
+int64_t cdm_migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, int32_t target, cdm_run *runs,
+                            uint32_t max_runs, uint32_t *run_count, uint8_t *outcomes) {
+    cdm_engine *e = r->engine;
+    *run_count = 0;
+    if (target < 0 || target >= e->node_count || first > r->pages || count > r->pages - first) return -EINVAL;
+    uint64_t end = first + count, p = first, dst_capacity = 0;
+    cdm_run *run = NULL;
+    uint32_t nr = 0;
+    while (p < end) {
+        uint64_t w = region_word(r, p);
+        unsigned s = PS_STATE(w);
+        uint8_t *out = &outcomes[p - first];
+        if (s == PS_EMPTY) {
+            /* Nothing to copy: record the target so that the first touch lands there. */
+            if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, 0))) continue;
+            *out = CDM_OUT_PLACED;
+        } else if (s == PS_RESIDENT && PS_NODE(w) == target) {
+            *out = CDM_OUT_ALREADY_THERE;
+        } else if (s == PS_RESIDENT) {
+            int src = PS_NODE(w);
+            uint64_t frame = PS_FRAME(w);
+            bool joins = run && run->src_node == src && p == run->first_page + run->page_count &&
+                         run->page_count < dst_capacity &&
+                         (src == CDM_HOST_NODE || frame == run->src_frame + run->page_count);
+            if (!joins) {
+                if (run) run_close(r, run, dst_capacity), run = NULL;
+                if (nr == max_runs) break;
+                uint64_t want = source_run_length(r, p, end, target), start = 0, got = want;
+                if (target != CDM_HOST_NODE) {
+                    uint64_t hint = UINT64_MAX;
+                    uint64_t prev = p > 0 ? region_word(r, p - 1) : 0;
+                    if (p > 0 && PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == target) hint = PS_FRAME(prev) + 1;
+                    start = pool_alloc(&e->nodes[target].pool, want, hint, &got);
+                }
+                if (got == 0) {
+                    *out = CDM_OUT_NO_CAPACITY;
+                    p++;
+                    continue;
+                }
+                run = &runs[nr++];
+                *run = (cdm_run){.first_page = p, .src_node = src, .src_frame = frame, .dst_node = target,
+                                 .dst_frame = start, .src_addr = (uint64_t)node_addr(r, src, p, frame),
+                                 .dst_addr = (uint64_t)node_addr(r, target, p, start)};
+                dst_capacity = got;
+            }
+            if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
+            run->page_count++;
+            *out = CDM_OUT_PENDING;
+        } else {
+            *out = CDM_OUT_BUSY; /* being resolved or migrated by someone else */
+        }
+        if (*out != CDM_OUT_PENDING && run) run_close(r, run, dst_capacity), run = NULL;
+        p++;
+    }
+    if (run) run_close(r, run, dst_capacity);
+    /* Drop runs that ended up empty (a lost race right after opening). */
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < nr; i++) {
+        if (runs[i].page_count == 0) continue;
+        runs[kept++] = runs[i];
+    }
+    nr = kept;
+    /* Protect after claiming: a write before this point lands in the source and the copy sees it. */
+    for (uint32_t i = 0; i < nr; i++) {
+        cdm_run *ru = &runs[i];
+        int rc = uffd_write_protect(e->uffd, r->base + ru->first_page * PAGE, ru->page_count * PAGE, true, false);
+        if (rc < 0) {
+            for (uint32_t k = 0; k < nr; k++) cancel_run(r, &runs[k], 0, runs[k].page_count, first, outcomes, CDM_OUT_FAILED);
+            return rc;
+        }
+    }
+    *run_count = nr;
+    return (int64_t)(p - first);
+}
+
+/* Remaps claimed pages [off, off+n) of a run to their copies; the writers blocked on them wake here. */
+static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes) {
+    cdm_engine *e = r->engine;
+    uint64_t p = run->first_page + off, dst_frame = run->dst_frame + off;
+    int dst = run->dst_node, src = run->src_node;
+    uint64_t key = dst == CDM_HOST_NODE ? 0 : ((uint64_t)dst << 56) | ((dst_frame - p) & ((1ull << 56) - 1));
+    int64_t delta = pieces_delta(r, p, n, key);
+    if (delta > 0 && !budget_take(e, delta)) {
+        atomic_fetch_add(&e->st.budget_refusals, 1);
+        cancel_run(r, run, off, n, first, outcomes, CDM_OUT_MAPPING_BUDGET);
+        return 0;
+    }
+    int rc = map_backing(r, p, n, dst, dst_frame);
+    if (rc < 0) {
+        if (delta > 0) budget_take(e, -delta);
+        /* MAP_FIXED may have unmapped the old piece before failing: map the source back. */
+        map_backing(r, p, n, src, run->src_frame + off);
+        cancel_run(r, run, off, n, first, outcomes, CDM_OUT_FAILED);
+        return rc;
+    }
+    if (delta < 0) budget_take(e, delta);
+    r->pieces += delta;
+    for (uint64_t k = 0; k < n; k++) {
+        region_store(r, p + k, PS_MAKE(PS_RESIDENT, dst, dst == CDM_HOST_NODE ? 0 : dst_frame + k));
+        outcomes[p + k - first] = CDM_OUT_MIGRATED;
+    }
+    uffd_wake(e->uffd, r->base + p * PAGE, n * PAGE);
+    if (src == CDM_HOST_NODE) {
+        fallocate(r->host_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PAGE), (off_t)(n * PAGE));
+    } else {
+        pool_free(&e->nodes[src].pool, run->src_frame + off, n);
+        atomic_fetch_sub(&r->device_pages, n);
+    }
+    if (dst != CDM_HOST_NODE) atomic_fetch_add(&r->device_pages, n);
+    if (src == CDM_HOST_NODE) atomic_fetch_sub(&r->host_pages, n), atomic_fetch_sub(&e->host_pages, n);
+    if (dst == CDM_HOST_NODE) atomic_fetch_add(&r->host_pages, n), atomic_fetch_add(&e->host_pages, n);
+    atomic_fetch_add(&e->st.migrated, n);
+    return 0;
+}
+
+int cdm_migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t run_count, uint8_t *outcomes) {
+    int err = 0;
+    pthread_mutex_lock(&r->remap_lock);
+    for (uint32_t i = 0; i < run_count; i++) {
+        cdm_run *run = &runs[i];
+        uint64_t k = 0;
+        while (k < run->page_count) {
+            /* Claim the longest stretch no writer disturbed; a disturbed page splits the run. */
+            uint64_t j = k;
+            for (; j < run->page_count; j++) {
+                uint64_t w = region_word(r, run->first_page + j);
+                if (PS_STATE(w) != PS_MIGRATING || !region_cas(r, run->first_page + j, &w, PS_WITH_STATE(w, PS_COMMITTING)))
+                    break;
+            }
+            if (j > k) {
+                int rc = commit_pages(r, run, k, j - k, first, outcomes);
+                if (rc < 0 && !err) err = rc;
+            }
+            if (j < run->page_count) {
+                uint64_t p = run->first_page + j;
+                restore_page(r, p);
+                outcomes[p - first] = CDM_OUT_BUSY;
+                if (run->dst_node != CDM_HOST_NODE) pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + j, 1);
+                j++;
+            }
+            k = j;
+        }
+    }
+    pthread_mutex_unlock(&r->remap_lock);
+    return err;
+}

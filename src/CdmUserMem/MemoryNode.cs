@@ -1,0 +1,65 @@
+using CdmUserMem.Interop;
+
+namespace CdmUserMem;
+
+public enum MemoryNodeKind
+{
+    /// <summary>Pageable system memory.</summary>
+    Host,
+    /// <summary>A fixed, pinned arena the CPU maps directly: device memory that stays CPU-coherent.</summary>
+    CoherentDevice,
+}
+
+/// <summary>Frames in use on a node. The host node is unbounded: its capacity reads 0.</summary>
+public readonly record struct NodeUsage(ulong UsedBytes, ulong CapacityBytes)
+{
+    public ulong FreeBytes => CapacityBytes == 0 ? 0 : CapacityBytes - UsedBytes;
+}
+
+/// <summary>A NUMA-like memory node: the host, or a coherent device with its own arena.</summary>
+public sealed class MemoryNode
+{
+    internal MemoryNode(MemorySystem system, int id, string name, MemoryNodeKind kind, ulong capacity, int distance,
+                        bool isPinned, string? pinFailure)
+    {
+        System = system;
+        Id = id;
+        Name = name;
+        Kind = kind;
+        CapacityBytes = capacity;
+        Distance = distance;
+        IsPinned = isPinned;
+        PinFailure = pinFailure;
+    }
+
+    public MemorySystem System { get; }
+
+    /// <summary>Engine node index: 0 is the host.</summary>
+    public int Id { get; }
+
+    public string Name { get; }
+
+    public MemoryNodeKind Kind { get; }
+
+    /// <summary>Arena size in bytes; 0 for the host node.</summary>
+    public ulong CapacityBytes { get; }
+
+    /// <summary>Relative access cost, as in the ACPI SLIT: 10 is local.</summary>
+    public int Distance { get; }
+
+    /// <summary>Whether the arena is locked in RAM with mlock.</summary>
+    public bool IsPinned { get; }
+
+    /// <summary>Why pinning failed (typically RLIMIT_MEMLOCK for an ordinary user), or null.</summary>
+    public string? PinFailure { get; }
+
+    public NodeUsage GetUsage()
+    {
+        var engine = System.EngineHandle;
+        int rc = CdmEngine.NodeUsage(engine, Id, out ulong used, out ulong total);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"reading the usage of node '{Name}'");
+        return new NodeUsage(used * CdmEngine.PageSize, total * CdmEngine.PageSize);
+    }
+
+    public override string ToString() => Name;
+}

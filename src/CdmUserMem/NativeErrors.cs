@@ -1,0 +1,46 @@
+using System.Runtime.InteropServices;
+using CdmUserMem.Interop;
+
+namespace CdmUserMem;
+
+/// <summary>Turns native engine return codes into exceptions that say what to do.</summary>
+internal static class NativeErrors
+{
+    public static string Describe(int rc) => rc switch
+    {
+        CdmEngine.ErrorNoUserfaultfd => "userfaultfd is unavailable",
+        CdmEngine.ErrorMissingFeature => "userfaultfd lacks a required feature",
+        CdmEngine.ErrorMappingBudget => "the mapping budget is exhausted",
+        CdmEngine.ErrorNoCapacity => "the device node is full",
+        _ => $"{Marshal.GetPInvokeErrorMessage(-rc)} (errno {-rc})",
+    };
+
+    public static Exception ForEngineCreate(int rc, ulong missingFeatures) => rc switch
+    {
+        CdmEngine.ErrorNoUserfaultfd => new UserfaultfdUnavailableException(
+            "userfaultfd(2) is not available to this process. CdmUserMem needs a Linux kernel built with " +
+            "CONFIG_USERFAULTFD (5.19 or newer) and a seccomp profile that allows the userfaultfd syscall " +
+            "(container runtimes often block it: allow it, or run with --security-opt seccomp=unconfined)."),
+        CdmEngine.ErrorMissingFeature => new UserfaultfdUnavailableException(
+            $"userfaultfd lacks features CdmUserMem needs ({FeatureNames(missingFeatures)}). Write protection " +
+            "and missing-page faults on shared memory (memfd) arrived in Linux 5.19: upgrade the kernel."),
+        _ => ForErrno(rc, "creating the fault engine"),
+    };
+
+    public static Exception ForErrno(int rc, string what) => rc switch
+    {
+        CdmEngine.ErrorMappingBudget => new MappingBudgetExceededException(
+            $"{what} would exceed the mapping budget; raise MemorySystemOptions.MappingBudget or free regions."),
+        -12 => new InsufficientMemoryException($"{what} failed: the kernel is out of memory or address space (ENOMEM)."),
+        -1 or -13 => new UnauthorizedAccessException($"{what} failed: {Describe(rc)}."),
+        _ => new IOException($"{what} failed: {Describe(rc)}."),
+    };
+
+    private static string FeatureNames(ulong missing)
+    {
+        var names = new List<string>();
+        if ((missing & CdmEngine.FeatureMissingShmem) != 0) names.Add("UFFD_FEATURE_MISSING_SHMEM");
+        if ((missing & CdmEngine.FeatureWriteProtectShmem) != 0) names.Add("UFFD_FEATURE_WP_HUGETLBFS_SHMEM");
+        return names.Count == 0 ? $"0x{missing:x}" : string.Join(", ", names);
+    }
+}

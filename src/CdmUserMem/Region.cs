@@ -1,0 +1,155 @@
+using System.Runtime.CompilerServices;
+using CdmUserMem.Interop;
+
+namespace CdmUserMem;
+
+/// <summary>
+/// One reserved virtual range whose pages fault in on first touch and move between nodes at the same
+/// address. Hand it to system calls only after <see cref="Prefault"/> when the system runs in
+/// <see cref="FaultMode.UserModeOnly"/>.
+/// </summary>
+public sealed unsafe partial class Region : IDisposable
+{
+    public const uint PageSize = CdmEngine.PageSize;
+
+    private readonly RegionSafeHandle _handle;
+    private readonly SemaphoreSlim _migrationLock = new(1, 1);
+    private volatile bool _disposed;
+
+    internal Region(MemorySystem system, RegionSafeHandle handle, nint pointer, ulong length, MemoryNode placement, uint faultAround)
+    {
+        System = system;
+        _handle = handle;
+        Pointer = pointer;
+        Length = length;
+        Placement = placement;
+        FaultAroundPages = faultAround;
+    }
+
+    public MemorySystem System { get; }
+
+    /// <summary>Start of the range. Valid until <see cref="Dispose"/>.</summary>
+    public nint Pointer { get; }
+
+    public ulong Length { get; }
+
+    public ulong PageCount => Length / PageSize;
+
+    /// <summary>Where pages land on first touch unless a migration placed them elsewhere.</summary>
+    public MemoryNode Placement { get; }
+
+    public uint FaultAroundPages { get; }
+
+    public bool IsDisposed => _disposed;
+
+    /// <summary>Mappings (VMAs) the range is split into now: one per run of pages with one backing.</summary>
+    public ulong MappingCount
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return CdmEngine.RegionPieces(_handle);
+        }
+    }
+
+    /// <summary>A window of <paramref name="count"/> elements of <typeparamref name="T"/> at a byte offset.</summary>
+    public Span<T> AsSpan<T>(ulong byteOffset, int count) where T : unmanaged
+    {
+        ThrowIfDisposed();
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ulong bytes = (ulong)count * (ulong)sizeof(T);
+        if (byteOffset > Length || bytes > Length - byteOffset)
+            throw new ArgumentOutOfRangeException(nameof(byteOffset), $"[{byteOffset}, +{bytes}) lies outside the region's {Length} bytes.");
+        return new Span<T>((void*)(Pointer + (nint)byteOffset), count);
+    }
+
+    public Span<byte> AsSpan(ulong byteOffset, int length) => AsSpan<byte>(byteOffset, length);
+
+    /// <summary>
+    /// Resolves every untouched page of the range now, on its placement node, so that system calls can
+    /// read and write it (in <see cref="FaultMode.UserModeOnly"/> they would otherwise fail with EFAULT).
+    /// </summary>
+    public void Prefault(ulong offset, ulong length)
+    {
+        var (first, count) = PageRange(offset, length);
+        int rc = CdmEngine.RegionPopulate(_handle, first, count);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, "prefaulting");
+    }
+
+    /// <summary>The node holding the page at <paramref name="offset"/>, or null while it is untouched.</summary>
+    public MemoryNode? NodeOf(ulong offset)
+    {
+        ThrowIfDisposed();
+        if (offset >= Length) throw new ArgumentOutOfRangeException(nameof(offset), $"Offset {offset} lies outside the region's {Length} bytes.");
+        sbyte node;
+        CdmEngine.RegionResidency(_handle, offset / PageSize, 1, &node);
+        return node < 0 ? null : NodeById(node);
+    }
+
+    /// <summary>Which node holds each page of the range, as runs; a run with a null node is untouched.</summary>
+    public IReadOnlyList<ResidencyRun> GetResidency(ulong offset, ulong length)
+    {
+        var (first, count) = PageRange(offset, length);
+        var runs = new List<ResidencyRun>();
+        const int Chunk = 4096;
+        sbyte* nodes = stackalloc sbyte[Chunk];
+        var nodesById = System.Nodes;
+        for (ulong done = 0; done < count;)
+        {
+            ulong n = Math.Min(Chunk, count - done);
+            int rc = CdmEngine.RegionResidency(_handle, first + done, n, nodes);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, "reading residency");
+            for (ulong i = 0; i < n; i++)
+            {
+                MemoryNode? node = nodes[i] < 0 ? null : nodesById[nodes[i]];
+                ulong pageOffset = (first + done + i) * PageSize;
+                if (runs.Count > 0 && runs[^1].Node == node && runs[^1].Offset + runs[^1].Length == pageOffset)
+                    runs[^1] = runs[^1] with { Length = runs[^1].Length + PageSize };
+                else
+                    runs.Add(new ResidencyRun(pageOffset, PageSize, node));
+            }
+            done += n;
+        }
+        return runs;
+    }
+
+    /// <summary>Releases the range, its host arena and the device frames it holds.</summary>
+    /// <remarks>Threads blocked on a fault in the range are woken; touching the range afterwards is undefined.</remarks>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        // Wait out a running migration: it holds pages write-protected until its commit.
+        _migrationLock.Wait();
+        try
+        {
+            _handle.Dispose();
+        }
+        finally
+        {
+            _migrationLock.Release();
+        }
+        System.OnRegionDisposed(this);
+    }
+
+    private MemoryNode NodeById(int id) => System.Nodes[id];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    /// <summary>Validates a page-aligned, non-empty byte range inside the region and returns it in pages.</summary>
+    private (ulong First, ulong Count) PageRange(ulong offset, ulong length)
+    {
+        ThrowIfDisposed();
+        if (offset % PageSize != 0)
+            throw new ArgumentException($"Offset {offset} is not a multiple of the page size ({PageSize}).", nameof(offset));
+        if (length == 0 || length % PageSize != 0)
+            throw new ArgumentException($"Length {length} is not a positive multiple of the page size ({PageSize}).", nameof(length));
+        if (offset > Length || length > Length - offset)
+            throw new ArgumentOutOfRangeException(nameof(length), $"[{offset}, +{length}) lies outside the region's {Length} bytes.");
+        return (offset / PageSize, length / PageSize);
+    }
+}
+
+/// <summary>A run of pages on one node; <see cref="Node"/> is null for pages never touched.</summary>
+public readonly record struct ResidencyRun(ulong Offset, ulong Length, MemoryNode? Node);
