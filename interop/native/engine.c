@@ -1,6 +1,7 @@
 /* Engine lifetime, device nodes and counters. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -70,11 +71,25 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->mapping_budget = e->mapping_budget;
 }
 
+/* MemAvailable from /proc/meminfo in bytes, or UINT64_MAX when it cannot be read. */
+static uint64_t memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (!f) return UINT64_MAX;
+    char line[128];
+    unsigned long long kib = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) found = sscanf(line, "MemAvailable: %llu kB", &kib) == 1;
+    fclose(f);
+    return found ? (uint64_t)kib * 1024 : UINT64_MAX;
+}
+
 /* A device node's arena exists in full from creation, like device memory, and is pinned where allowed. */
 int cdm_node_add(cdm_engine *e, uint64_t capacity, int32_t *node, int32_t *pinned, int32_t *mlock_errno) {
     *pinned = 0;
     *mlock_errno = 0;
     if (capacity == 0 || capacity % PAGE) return -EINVAL;
+    /* Populating more than the machine can give would summon the OOM killer, not return an error. */
+    if (capacity > memory_available()) return -ENOMEM;
     pthread_mutex_lock(&e->nodes_lock);
     int rc = 0, fd = -1;
     uint8_t *view = MAP_FAILED;

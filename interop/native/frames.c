@@ -29,7 +29,26 @@ static uint64_t free_run(const frame_pool *p, uint64_t i, uint64_t want) {
     return n;
 }
 
-/* Allocates up to want contiguous frames, at hint when that run is free; *got = 0 when the pool is full. */
+/* First free frame at or after i, or frames when there is none; wraps to 0 once when asked. */
+static uint64_t next_free(const frame_pool *p, uint64_t i, bool wrap) {
+    for (uint64_t scanned = 0; scanned < p->frames; scanned++, i++) {
+        if (i == p->frames) {
+            if (!wrap) break;
+            i = 0;
+        }
+        if ((i & 63) == 0 && i + 64 <= p->frames && p->bitmap[i >> 6] == ~0ull) {
+            scanned += 63;
+            i += 63; /* a full word: skip it whole */
+            continue;
+        }
+        if (!bit_get(p->bitmap, i)) return i;
+    }
+    return p->frames;
+}
+
+/* Allocates up to want contiguous frames: at hint when that run is free, else the first run that fits
+ * all of want (so a large migration stays one mapping), else a partial run at the next-fit cursor.
+ * *got = 0 when the pool is full. */
 uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got) {
     pthread_mutex_lock(&p->lock);
     uint64_t start = 0, n = 0;
@@ -37,19 +56,15 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got) 
     if (n > 0) {
         start = hint;
     } else if (p->used < p->frames) {
-        /* Next-fit: take the first free frame from the cursor, then as many free after it as wanted. */
-        uint64_t i = p->cursor;
-        for (uint64_t scanned = 0; scanned < p->frames; scanned++, i = (i + 1 == p->frames) ? 0 : i + 1) {
-            if ((i & 63) == 0 && p->bitmap[i >> 6] == ~0ull && i + 64 <= p->frames) {
-                scanned += 63;
-                i += 63;
-                continue;
-            }
-            if (!bit_get(p->bitmap, i)) {
-                start = i;
+        if (p->frames - p->used >= want) {
+            for (uint64_t i = next_free(p, 0, false); i < p->frames; i = next_free(p, i + n, false)) {
                 n = free_run(p, i, want);
-                break;
+                if (n == want) { start = i; break; }
             }
+        }
+        if (n != want) {
+            start = next_free(p, p->cursor, true);
+            n = free_run(p, start, want);
         }
     }
     for (uint64_t k = 0; k < n; k++) bit_set(p->bitmap, start + k);

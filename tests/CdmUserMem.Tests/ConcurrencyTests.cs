@@ -1,0 +1,171 @@
+using System.Runtime.CompilerServices;
+using CdmUserMem;
+using CdmUserMem.Interop;
+using static CdmUserMem.Tests.TestSystem;
+
+namespace CdmUserMem.Tests;
+
+public unsafe class ConcurrencyTests
+{
+    /// <summary>
+    /// The deadlock invariant 1 guards against: threads blocked in first-touch faults from a method with no loop
+    /// (so no GC poll) while GC.Collect runs in a loop and migrations run. A managed resolver hangs within ~1 s.
+    /// </summary>
+    [Fact]
+    public void GC_storm_during_first_touch_and_migration_never_hangs()
+    {
+        var (system, device) = Create(deviceBytes: 8 * MiB);
+        using var _ = system;
+        var watchdog = new Watchdog();
+        using var stop = new CancellationTokenSource();
+        Exception? failure = null;
+        void Run(Action body) => new Thread(() =>
+        {
+            try { body(); }
+            catch (Exception e) { failure ??= e; }
+        }) { IsBackground = true }.Start();
+
+        long touches = 0, collections = 0, migrations = 0;
+        for (int t = 0; t < 2; t++)
+        {
+            var placement = t == 0 ? system.Host : device;
+            Run(() =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    // A fresh region each round keeps every touch a first touch without growing memory.
+                    using var region = system.Reserve(4 * MiB, new RegionOptions { Placement = placement, FaultAroundPages = 1 });
+                    for (ulong p = 0; p < region.PageCount && !stop.IsCancellationRequested; p++)
+                    {
+                        TouchOnce((byte*)region.Pointer + p * Page, (byte)p);
+                        watchdog.Tick();
+                        Interlocked.Increment(ref touches);
+                    }
+                }
+            });
+        }
+        using var shared = system.Reserve(2 * MiB);
+        Fill(shared, 0, 2 * MiB, seed: 5);
+        Run(() =>
+        {
+            for (int i = 0; !stop.IsCancellationRequested; i++)
+            {
+                shared.Migrate(0, 2 * MiB, i % 2 == 0 ? device : system.Host);
+                Interlocked.Increment(ref migrations);
+                watchdog.Tick();
+            }
+        });
+        Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                GC.Collect();
+                Interlocked.Increment(ref collections);
+            }
+        });
+
+        watchdog.Watch(TimeSpan.FromSeconds(20), TimeSpan.FromSeconds(10), () => failure is not null);
+        stop.Cancel();
+        Assert.Null(failure);
+        Assert.True(touches > 1000 && collections > 10 && migrations > 10, $"touches {touches}, collections {collections}, migrations {migrations}");
+        Thread.Sleep(500); // let the workers finish their last round before the system is disposed
+        Assert.Null(FirstMismatch(shared, 0, 2 * MiB, seed: 5));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void TouchOnce(byte* address, byte value) => *address = value;
+
+    /// <summary>Writers keep writing sequence numbers while the pages bounce between nodes; none is lost.</summary>
+    [Fact]
+    public void Concurrent_writers_lose_nothing_across_hundreds_of_migrations()
+    {
+        var (system, device) = Create();
+        using var _ = system;
+        const int Writers = 3, PagesEach = 8, Migrations = 400;
+        ulong size = Writers * PagesEach * Page;
+        using var region = system.Reserve(size);
+        region.Prefault(0, size);
+        var watchdog = new Watchdog();
+        using var stop = new CancellationTokenSource();
+        var lastWritten = new ulong[Writers][];
+        string? lost = null;
+        var writers = Enumerable.Range(0, Writers).Select(w => new Thread(() =>
+        {
+            // Each writer owns a word in each of its pages: read back what it wrote last, then write the next.
+            var mine = lastWritten[w] = new ulong[PagesEach];
+            ulong* words = (ulong*)region.Pointer;
+            for (ulong seq = 1; !stop.IsCancellationRequested; seq++)
+            {
+                for (int p = 0; p < PagesEach; p++)
+                {
+                    ulong* slot = words + ((ulong)(w * PagesEach + p) * Page + (ulong)w * 64) / 8;
+                    if (Volatile.Read(ref *slot) != mine[p]) { lost ??= $"writer {w} page {p}: read {*slot}, wrote {mine[p]}"; return; }
+                    Volatile.Write(ref *slot, seq);
+                    mine[p] = seq;
+                }
+                watchdog.Tick();
+            }
+        }) { IsBackground = true }).ToArray();
+        foreach (var t in writers) t.Start();
+
+        int done = 0;
+        ulong aborted = 0;
+        var migrator = new Thread(() =>
+        {
+            for (; done < Migrations && lost is null; done++)
+            {
+                // Alternate whole-range and half-range moves so runs split and merge.
+                var target = done % 2 == 0 ? device : system.Host;
+                ulong length = done % 4 < 2 ? size : size / 2;
+                region.Migrate(0, length, target);
+                watchdog.Tick();
+            }
+        }) { IsBackground = true };
+        migrator.Start();
+        watchdog.Watch(TimeSpan.FromSeconds(120), TimeSpan.FromSeconds(10), () => !migrator.IsAlive || lost is not null);
+        stop.Cancel();
+        foreach (var t in writers) Assert.True(t.Join(TimeSpan.FromSeconds(10)));
+        Assert.True(migrator.Join(TimeSpan.FromSeconds(10)));
+        Assert.Null(lost);
+        Assert.Equal(Migrations, done);
+        for (int w = 0; w < Writers; w++)
+            for (int p = 0; p < PagesEach; p++)
+                Assert.Equal(lastWritten[w][p], region.AsSpan<ulong>((ulong)(w * PagesEach + p) * Page + (ulong)w * 64, 1)[0]);
+        aborted = system.GetStatistics().MigrationsAborted;
+        Assert.True(aborted > 0, "writers never raced a migration: the test did not exercise the abort path");
+        Assert.True(system.GetStatistics().PagesMigrated > Migrations);
+    }
+
+    /// <summary>A thread blocked in a system call on a fault in a region being disposed comes back.</summary>
+    [Fact]
+    public void Disposing_a_region_releases_threads_faulting_in_it()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        int fd = Libc.MemfdCreate("cdm-test-sink", Libc.MfdCloexec);
+        Assert.True(fd >= 0);
+        using var sink = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        for (int round = 0; round < 20; round++)
+        {
+            var region = system.Reserve(64 * MiB, new RegionOptions { FaultAroundPages = 1 });
+            long calls = 0;
+            using var started = new ManualResetEventSlim();
+            var writer = new Thread(() =>
+            {
+                // write(2) reads the untouched pages from inside the kernel: in full mode each read faults
+                // and waits for the engine; once the range is gone it gets EFAULT instead.
+                for (ulong p = 0; p < 16384; p++)
+                {
+                    started.Set();
+                    try { RandomAccess.Write(sink, new ReadOnlySpan<byte>((byte*)region.Pointer + p * Page, (int)Page), 0); }
+                    catch (IOException) { return; }
+                    Interlocked.Increment(ref calls);
+                }
+            }) { IsBackground = true };
+            writer.Start();
+            started.Wait();
+            region.Dispose();
+            Assert.True(writer.Join(TimeSpan.FromSeconds(10)), "a thread stayed blocked after its region was disposed");
+        }
+    }
+}
