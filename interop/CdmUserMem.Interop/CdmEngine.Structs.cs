@@ -17,17 +17,3 @@ public struct CdmStats
     public ulong MappingsInUse;
     public ulong MappingBudget;
 }
-
-/// <summary>struct cdm_run: one contiguous run a migration copies, between engine views.</summary>
-[StructLayout(LayoutKind.Sequential)]
-public struct CdmRun
-{
-    public ulong FirstPage;
-    public ulong PageCount;
-    public ulong SourceAddress;
-    public ulong DestinationAddress;
-    public ulong SourceFrame;
-    public ulong DestinationFrame;
-    public int SourceNode;
-    public int DestinationNode;
-}

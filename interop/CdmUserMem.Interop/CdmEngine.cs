@@ -8,7 +8,7 @@ public static unsafe partial class CdmEngine
     public const string LibraryName = "cdmengine";
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_create")]
-    public static partial int EngineCreate(ulong mappingBudget, out nint engine, out uint mode, out ulong missingFeatures);
+    public static partial int EngineCreate(ulong mappingBudget, uint copyChannels, out nint engine, out uint mode, out ulong missingFeatures);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_destroy")]
     public static partial void EngineDestroy(nint engine);
@@ -37,17 +37,26 @@ public static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_pieces")]
     public static partial ulong RegionPieces(RegionSafeHandle region);
 
-    /// <summary>Claims, allocates and write-protects; returns pages processed (a prefix of the range) or a negative error.</summary>
-    [LibraryImport(LibraryName, EntryPoint = "cdm_migrate_prepare")]
-    public static partial long MigratePrepare(nint region, ulong firstPage, ulong pageCount, int target, CdmRun* runs, uint maxRuns, out uint runCount, byte* outcomes);
+    /// <summary>Migrates one batch in a single native call (claim, write-protect, copy, commit, retry busy pages).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_migrate_batch")]
+    public static partial int MigrateBatch(nint region, ulong firstPage, ulong pageCount, int target, uint busyRetries, byte* outcomes, out ulong bytesCopied);
 
-    /// <summary>Commits copied runs in one native call; outcomes is indexed from the prepare call's first page.</summary>
-    [LibraryImport(LibraryName, EntryPoint = "cdm_migrate_commit")]
-    public static partial int MigrateCommit(nint region, ulong firstPage, CdmRun* runs, uint runCount, byte* outcomes);
+    /// <summary>Copies on the engine's copy channels.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_copy")]
+    public static partial void Copy(EngineSafeHandle engine, void* destination, void* source, ulong bytes);
+
+    /// <summary>Copies on the calling thread: non-temporal AVX-512/AVX2 for large aligned blocks, memcpy otherwise.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_copy_block")]
+    [SuppressGCTransition]
+    public static partial void CopyBlockSmall(void* destination, void* source, ulong bytes);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_copy_block")]
+    public static partial void CopyBlock(void* destination, void* source, ulong bytes);
+
+    /// <summary>2: AVX-512, 1: AVX2, 0: memcpy only.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_copy_isa")]
+    public static partial int CopyInstructionSet();
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_abi_sizeof_stats")]
     public static partial uint AbiSizeOfStats();
-
-    [LibraryImport(LibraryName, EntryPoint = "cdm_abi_sizeof_run")]
-    public static partial uint AbiSizeOfRun();
 }

@@ -46,19 +46,8 @@ typedef struct cdm_stats {
     uint64_t mapping_budget;
 } cdm_stats;
 
-/* One contiguous run of pages a migration copies; addresses are engine views, not the region. */
-typedef struct cdm_run {
-    uint64_t first_page;
-    uint64_t page_count;
-    uint64_t src_addr;
-    uint64_t dst_addr;
-    uint64_t src_frame;
-    uint64_t dst_frame;
-    int32_t src_node;
-    int32_t dst_node;
-} cdm_run;
-
-int cdm_engine_create(uint64_t mapping_budget, cdm_engine **out, uint32_t *mode, uint64_t *missing_features);
+int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engine **out, uint32_t *mode,
+                      uint64_t *missing_features);
 void cdm_engine_destroy(cdm_engine *e);
 void cdm_engine_stats(cdm_engine *e, cdm_stats *out);
 
@@ -72,12 +61,16 @@ int cdm_region_populate(cdm_region *r, uint64_t first_page, uint64_t page_count)
 int cdm_region_residency(cdm_region *r, uint64_t first_page, uint64_t page_count, int8_t *nodes);
 uint64_t cdm_region_pieces(cdm_region *r);
 
-/* Claims, allocates and write-protects up to page_count pages; returns pages processed or -errno. */
-int64_t cdm_migrate_prepare(cdm_region *r, uint64_t first_page, uint64_t page_count, int32_t target,
-                            cdm_run *runs, uint32_t max_runs, uint32_t *run_count, uint8_t *outcomes);
-/* Commits copied runs; outcomes is indexed from first_page of the prepare call. */
-int cdm_migrate_commit(cdm_region *r, uint64_t first_page, cdm_run *runs, uint32_t run_count, uint8_t *outcomes);
+/* Migrates one batch in a single call, so that no step a blocked writer may wait for ever waits on
+ * the caller's runtime: claim + write-protect, copy on the copy channels, commit, then retry the pages
+ * writers disturbed. Writes one outcome per page; returns 0 or a negative error. */
+int cdm_migrate_batch(cdm_region *r, uint64_t first_page, uint64_t page_count, int32_t target,
+                      uint32_t busy_retries, uint8_t *outcomes, uint64_t *bytes_copied);
+
+/* The copy engine: cdm_copy splits large copies across the engine's channels. */
+void cdm_copy(cdm_engine *e, void *dst, const void *src, uint64_t bytes);
+void cdm_copy_block(void *dst, const void *src, uint64_t bytes);
+int cdm_copy_isa(void); /* 2 AVX-512, 1 AVX2, 0 memcpy only */
 
 uint32_t cdm_abi_sizeof_stats(void);
-uint32_t cdm_abi_sizeof_run(void);
 #endif

@@ -9,7 +9,8 @@
 #include <unistd.h>
 #include "internal.h"
 
-int cdm_engine_create(uint64_t mapping_budget, cdm_engine **out, uint32_t *mode, uint64_t *missing_features) {
+int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engine **out, uint32_t *mode,
+                      uint64_t *missing_features) {
     *out = NULL;
     cdm_engine *e = calloc(1, sizeof *e);
     if (!e) return -ENOMEM;
@@ -25,9 +26,12 @@ int cdm_engine_create(uint64_t mapping_budget, cdm_engine **out, uint32_t *mode,
     e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_rwlock_init(&e->regions_lock, NULL);
     pthread_mutex_init(&e->nodes_lock, NULL);
-    int rc = e->stop_fd < 0 ? -errno : pthread_create(&e->thread, NULL, fault_loop, e);
+    int rc = e->stop_fd < 0 ? -errno : channels_start(&e->copy, copy_channels);
+    bool channels = rc == 0;
+    if (rc == 0) rc = pthread_create(&e->thread, NULL, fault_loop, e);
     if (rc > 0) rc = -rc;
     if (rc < 0) {
+        if (channels) channels_stop(&e->copy);
         if (e->stop_fd >= 0) close(e->stop_fd);
         close(e->uffd);
         free(e);
@@ -45,6 +49,7 @@ void cdm_engine_destroy(cdm_engine *e) {
         while (write(e->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {}
         pthread_join(e->thread, NULL);
     }
+    channels_stop(&e->copy);
     for (int i = 1; i < e->node_count; i++) {
         device_node *n = &e->nodes[i];
         munmap(n->view, n->capacity);
@@ -135,4 +140,3 @@ int cdm_node_usage(cdm_engine *e, int32_t node, uint64_t *used, uint64_t *total)
 }
 
 uint32_t cdm_abi_sizeof_stats(void) { return sizeof(cdm_stats); }
-uint32_t cdm_abi_sizeof_run(void) { return sizeof(cdm_run); }

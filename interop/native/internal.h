@@ -54,6 +54,21 @@ struct cdm_region {
 
 #define MAX_REGIONS 1024
 
+/* Copy-channel threads that share one large copy with its caller. */
+typedef struct copy_channels {
+    pthread_mutex_t submit; /* one shared copy at a time */
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    pthread_t *threads;
+    uint32_t channels;      /* including the caller */
+    bool stopping;
+    uint64_t generation;
+    uint8_t *dst;
+    const uint8_t *src;
+    uint64_t bytes, share, slices;
+    _Atomic uint64_t next_slice, done_slices;
+} copy_channels;
+
 struct cdm_engine {
     int uffd;
     int stop_fd;
@@ -69,17 +84,31 @@ struct cdm_engine {
     _Atomic uint64_t mappings_in_use;
     _Atomic uint64_t host_pages; /* host-resident pages over all regions */
     uint64_t mapping_budget;
+    copy_channels copy;
     struct {
         _Atomic uint64_t faults_missing, faults_wp, zero_filled, first_touch_device, fallbacks,
             migrated, aborted, budget_refusals;
     } st;
 };
 
+/* One contiguous run of pages a migration copies; addresses are engine views, not the region. */
+typedef struct cdm_run {
+    uint64_t first_page, page_count;
+    uint8_t *src_addr, *dst_addr;
+    uint64_t src_frame, dst_frame;
+    int src_node, dst_node;
+} cdm_run;
+
 /* frames.c */
 int pool_init(frame_pool *p, uint64_t frames);
 void pool_destroy(frame_pool *p);
 uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got); /* returns start */
 void pool_free(frame_pool *p, uint64_t start, uint64_t count);
+
+/* copy.c */
+int channels_start(copy_channels *c, uint32_t channels);
+void channels_stop(copy_channels *c);
+void channels_copy(copy_channels *c, void *dst, const void *src, uint64_t bytes);
 
 /* uffd.c */
 int uffd_open(uint32_t *mode, uint64_t *missing);

@@ -48,11 +48,11 @@ static void cancel_run(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, ui
     if (run->dst_node != CDM_HOST_NODE) pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + off, n);
 }
 
-int64_t cdm_migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, int32_t target, cdm_run *runs,
+/* Claims, allocates and write-protects up to count pages; returns pages processed (a prefix) or -errno. */
+static int64_t migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, int32_t target, cdm_run *runs,
                             uint32_t max_runs, uint32_t *run_count, uint8_t *outcomes) {
     cdm_engine *e = r->engine;
     *run_count = 0;
-    if (target < 0 || target >= e->node_count || first > r->pages || count > r->pages - first) return -EINVAL;
     uint64_t end = first + count, p = first, dst_capacity = 0;
     cdm_run *run = NULL;
     uint32_t nr = 0;
@@ -89,8 +89,8 @@ int64_t cdm_migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, int32
                 }
                 run = &runs[nr++];
                 *run = (cdm_run){.first_page = p, .src_node = src, .src_frame = frame, .dst_node = target,
-                                 .dst_frame = start, .src_addr = (uint64_t)node_addr(r, src, p, frame),
-                                 .dst_addr = (uint64_t)node_addr(r, target, p, start)};
+                                 .dst_frame = start, .src_addr = node_addr(r, src, p, frame),
+                                 .dst_addr = node_addr(r, target, p, start)};
                 dst_capacity = got;
             }
             if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
@@ -163,7 +163,8 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
     return 0;
 }
 
-int cdm_migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t run_count, uint8_t *outcomes) {
+/* Commits copied runs; outcomes is indexed from the prepare call's first page. */
+static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t run_count, uint8_t *outcomes) {
     int err = 0;
     pthread_mutex_lock(&r->remap_lock);
     for (uint32_t i = 0; i < run_count; i++) {
@@ -193,4 +194,43 @@ int cdm_migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t ru
     }
     pthread_mutex_unlock(&r->remap_lock);
     return err;
+}
+
+/* Prepare, copy, commit until every page of the span has an outcome. */
+static int migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, uint8_t *outcomes, uint64_t *bytes) {
+    enum { RUNS_PER_STEP = 64 };
+    cdm_run runs[RUNS_PER_STEP];
+    for (uint64_t done = 0; done < count;) {
+        uint32_t nr;
+        int64_t processed = migrate_prepare(r, first + done, count - done, target, runs, RUNS_PER_STEP, &nr, outcomes + done);
+        if (processed < 0) return (int)processed;
+        for (uint32_t i = 0; i < nr; i++) {
+            channels_copy(&r->engine->copy, runs[i].dst_addr, runs[i].src_addr, runs[i].page_count * PAGE);
+            *bytes += runs[i].page_count * PAGE;
+        }
+        int rc = migrate_commit(r, first + done, runs, nr, outcomes + done);
+        if (rc < 0) return rc;
+        done += (uint64_t)processed;
+    }
+    return 0;
+}
+
+int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+                      uint8_t *outcomes, uint64_t *bytes_copied) {
+    *bytes_copied = 0;
+    if (target < 0 || target >= r->engine->node_count || first > r->pages || count > r->pages - first) return -EINVAL;
+    int rc = migrate_span(r, first, count, target, outcomes, bytes_copied);
+    for (uint32_t attempt = 0; rc == 0 && attempt < busy_retries; attempt++) {
+        bool any = false;
+        for (uint64_t i = 0; i < count && rc == 0;) {
+            if (outcomes[i] != CDM_OUT_BUSY) { i++; continue; }
+            uint64_t j = i;
+            while (j < count && outcomes[j] == CDM_OUT_BUSY) j++;
+            rc = migrate_span(r, first + i, j - i, target, outcomes + i, bytes_copied);
+            any = true;
+            i = j;
+        }
+        if (!any) break;
+    }
+    return rc;
 }

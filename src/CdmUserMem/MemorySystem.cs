@@ -32,7 +32,7 @@ public sealed class MemorySystem : IDisposable
         _engine = engine;
         FaultMode = mode;
         Options = options;
-        Copier = new CopyEngine(options.CopyChannels);
+        CopyEngine = new CopyEngine(this, options.CopyChannels);
         Host = new MemoryNode(this, CdmEngine.HostNode, "host", MemoryNodeKind.Host, 0, 10, isPinned: false, pinFailure: null);
         _nodes.Add(Host);
     }
@@ -46,14 +46,15 @@ public sealed class MemorySystem : IDisposable
         if (!OperatingSystem.IsLinux())
             throw new PlatformNotSupportedException("CdmUserMem runs on Linux (userfaultfd); Windows support is not built yet.");
         ArgumentOutOfRangeException.ThrowIfLessThan(options.MappingBudget, 16u, nameof(options.MappingBudget));
-        ArgumentOutOfRangeException.ThrowIfLessThan(options.CopyChannels, 1, nameof(options.CopyChannels));
+        if (options.CopyChannels is < 1 or > 64)
+            throw new ArgumentOutOfRangeException(nameof(options.CopyChannels), options.CopyChannels, "Copy channels must be 1 to 64.");
         int rc;
         nint engine;
         uint mode;
         ulong missing;
         try
         {
-            rc = CdmEngine.EngineCreate(options.MappingBudget, out engine, out mode, out missing);
+            rc = CdmEngine.EngineCreate(options.MappingBudget, (uint)options.CopyChannels, out engine, out mode, out missing);
         }
         catch (DllNotFoundException e)
         {
@@ -78,7 +79,8 @@ public sealed class MemorySystem : IDisposable
         get { lock (_sync) return _nodes.ToArray(); }
     }
 
-    internal CopyEngine Copier { get; }
+    /// <summary>The copy engine migrations use, with <see cref="MemorySystemOptions.CopyChannels"/> channels.</summary>
+    public CopyEngine CopyEngine { get; }
 
     internal EngineSafeHandle EngineHandle
     {

@@ -56,7 +56,7 @@ public sealed unsafe partial class Region
         var result = new MigrationResult(target);
         int batch = (int)Math.Min(options.BatchPages, count);
         byte[] outcomes = ArrayPool<byte>.Shared.Rent(batch);
-        CdmRun[] runs = ArrayPool<CdmRun>.Shared.Rent(batch);
+        nint region = _handle.DangerousGetHandle();
         try
         {
             for (ulong done = 0; done < count;)
@@ -64,7 +64,15 @@ public sealed unsafe partial class Region
                 cancellationToken.ThrowIfCancellationRequested();
                 ThrowIfDisposed();
                 ulong batchFirst = first + done, n = Math.Min((ulong)batch, count - done);
-                MigrateBatch(batchFirst, n, target.Id, outcomes, runs, options.BusyRetries);
+                int rc;
+                ulong copied;
+                fixed (byte* o = outcomes)
+                    rc = CdmEngine.MigrateBatch(region, batchFirst, n, target.Id, (uint)options.BusyRetries, o, out copied);
+                System.AddBytesCopied(copied);
+                if (rc < 0)
+                    throw new MigrationFailedException(
+                        $"Migrating [{batchFirst * PageSize}, +{n * PageSize}) to '{target.Name}' failed: {NativeErrors.Describe(rc)}; " +
+                        "its pages stayed on their source.", -rc);
                 bool refused = false;
                 for (ulong i = 0; i < n; i++)
                 {
@@ -83,53 +91,6 @@ public sealed unsafe partial class Region
         finally
         {
             ArrayPool<byte>.Shared.Return(outcomes);
-            ArrayPool<CdmRun>.Shared.Return(runs);
-        }
-    }
-
-    /// <summary>Migrates one batch, then retries the pages writers disturbed.</summary>
-    private void MigrateBatch(ulong first, ulong count, int target, byte[] outcomes, CdmRun[] runs, int busyRetries)
-    {
-        fixed (byte* outcomesBase = outcomes)
-        fixed (CdmRun* runsBase = runs)
-        {
-            MigrateSpan(first, count, target, outcomesBase, runsBase, (uint)runs.Length);
-            for (int attempt = 0; attempt < busyRetries; attempt++)
-            {
-                bool any = false;
-                for (ulong i = 0; i < count;)
-                {
-                    if (outcomesBase[i] != (byte)CdmOutcome.Busy) { i++; continue; }
-                    ulong j = i;
-                    while (j < count && outcomesBase[j] == (byte)CdmOutcome.Busy) j++;
-                    MigrateSpan(first + i, j - i, target, outcomesBase + i, runsBase, (uint)runs.Length);
-                    any = true;
-                    i = j;
-                }
-                if (!any) break;
-            }
-        }
-    }
-
-    /// <summary>Prepare, copy, commit until every page of the span has an outcome.</summary>
-    private void MigrateSpan(ulong first, ulong count, int target, byte* outcomes, CdmRun* runs, uint maxRuns)
-    {
-        nint region = _handle.DangerousGetHandle();
-        for (ulong done = 0; done < count;)
-        {
-            long processed = CdmEngine.MigratePrepare(region, first + done, count - done, target, runs, maxRuns, out uint runCount, outcomes + done);
-            if (processed < 0) throw new MigrationFailedException($"Preparing a migration failed: {NativeErrors.Describe((int)processed)}.", (int)-processed);
-            ulong bytes = 0;
-            for (uint r = 0; r < runCount; r++)
-            {
-                ulong runBytes = runs[r].PageCount * PageSize;
-                System.Copier.Copy((byte*)runs[r].DestinationAddress, (byte*)runs[r].SourceAddress, (nuint)runBytes);
-                bytes += runBytes;
-            }
-            System.AddBytesCopied(bytes);
-            int rc = CdmEngine.MigrateCommit(region, first + done, runs, runCount, outcomes + done);
-            if (rc < 0) throw new MigrationFailedException($"Committing a migration failed: {NativeErrors.Describe(rc)}; its pages stayed on their source.", -rc);
-            done += (ulong)processed;
         }
     }
 

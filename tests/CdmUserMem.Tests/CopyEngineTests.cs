@@ -19,7 +19,9 @@ public unsafe class CopyEngineTests
         {
             Random.Shared.NextBytes(new Span<byte>(src, bytes));
             new Span<byte>(dst, bytes).Clear();
-            new CopyEngine(channels).Copy(dst, src, (nuint)bytes);
+            using var system = MemorySystem.Create(new MemorySystemOptions { CopyChannels = channels });
+            Assert.Equal(channels, system.CopyEngine.Channels);
+            system.CopyEngine.Copy(dst, src, (nuint)bytes);
             Assert.True(new Span<byte>(src, bytes).SequenceEqual(new Span<byte>(dst, bytes)));
         }
         finally
