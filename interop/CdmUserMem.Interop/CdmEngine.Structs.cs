@@ -16,4 +16,5 @@ public struct CdmStats
     public ulong BudgetRefusals;
     public ulong MappingsInUse;
     public ulong MappingBudget;
+    public ulong PagesReadAhead;
 }

@@ -23,7 +23,7 @@ public static unsafe partial class CdmEngine
     public static partial int NodeUsage(EngineSafeHandle engine, int node, out ulong usedFrames, out ulong totalFrames);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_create")]
-    public static partial int RegionCreate(EngineSafeHandle engine, ulong size, int placement, uint faultAround, out nint region, out ulong baseAddress);
+    public static partial int RegionCreate(EngineSafeHandle engine, ulong size, int placement, uint faultAround, uint readaheadPages, out nint region, out ulong baseAddress);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_destroy")]
     public static partial int RegionDestroy(nint region);

@@ -44,6 +44,7 @@ typedef struct cdm_stats {
     uint64_t budget_refusals;
     uint64_t mappings_in_use;
     uint64_t mapping_budget;
+    uint64_t pages_read_ahead;      /* resolved ahead of a sequential first-touch stream */
 } cdm_stats;
 
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engine **out, uint32_t *mode,
@@ -55,7 +56,7 @@ int cdm_node_add(cdm_engine *e, uint64_t capacity_bytes, int32_t *node, int32_t 
 int cdm_node_usage(cdm_engine *e, int32_t node, uint64_t *used_frames, uint64_t *total_frames);
 
 int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t fault_around,
-                      cdm_region **out, uint64_t *base);
+                      uint32_t readahead_pages, cdm_region **out, uint64_t *base);
 int cdm_region_destroy(cdm_region *r);
 int cdm_region_populate(cdm_region *r, uint64_t first_page, uint64_t page_count);
 int cdm_region_residency(cdm_region *r, uint64_t first_page, uint64_t page_count, int8_t *nodes);

@@ -9,6 +9,14 @@
 #include <unistd.h>
 #include "internal.h"
 
+static void stop_readahead(cdm_engine *e) {
+    pthread_mutex_lock(&e->ahead.lock);
+    e->ahead.stopping = true;
+    pthread_cond_signal(&e->ahead.wake);
+    pthread_mutex_unlock(&e->ahead.lock);
+    pthread_join(e->ahead.thread, NULL);
+}
+
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engine **out, uint32_t *mode,
                       uint64_t *missing_features) {
     *out = NULL;
@@ -27,10 +35,14 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engin
     pthread_rwlock_init(&e->regions_lock, NULL);
     pthread_mutex_init(&e->nodes_lock, NULL);
     int rc = e->stop_fd < 0 ? -errno : channels_start(&e->copy, copy_channels);
-    bool channels = rc == 0;
+    bool channels = rc == 0, ahead = false;
+    pthread_mutex_init(&e->ahead.lock, NULL);
+    pthread_cond_init(&e->ahead.wake, NULL);
+    if (rc == 0) ahead = (rc = pthread_create(&e->ahead.thread, NULL, readahead_loop, e)) == 0;
     if (rc == 0) rc = pthread_create(&e->thread, NULL, fault_loop, e);
     if (rc > 0) rc = -rc;
     if (rc < 0) {
+        if (ahead) stop_readahead(e);
         if (channels) channels_stop(&e->copy);
         if (e->stop_fd >= 0) close(e->stop_fd);
         close(e->uffd);
@@ -48,6 +60,7 @@ void cdm_engine_destroy(cdm_engine *e) {
         uint64_t one = 1;
         while (write(e->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {}
         pthread_join(e->thread, NULL);
+        stop_readahead(e);
     }
     channels_stop(&e->copy);
     for (int i = 1; i < e->node_count; i++) {
@@ -60,6 +73,8 @@ void cdm_engine_destroy(cdm_engine *e) {
     close(e->uffd);
     pthread_rwlock_destroy(&e->regions_lock);
     pthread_mutex_destroy(&e->nodes_lock);
+    pthread_mutex_destroy(&e->ahead.lock);
+    pthread_cond_destroy(&e->ahead.wake);
     free(e);
 }
 
@@ -74,6 +89,7 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->budget_refusals = e->st.budget_refusals;
     o->mappings_in_use = e->mappings_in_use;
     o->mapping_budget = e->mapping_budget;
+    o->pages_read_ahead = e->st.readahead;
 }
 
 /* MemAvailable from /proc/meminfo in bytes, or UINT64_MAX when it cannot be read. */

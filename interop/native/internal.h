@@ -46,6 +46,7 @@ struct cdm_region {
     _Atomic uint64_t *pt; /* page-state table */
     int placement;
     uint32_t fault_around;
+    uint32_t readahead;         /* pages resolved ahead of a sequential first-touch stream; 0 = off */
     pthread_mutex_t remap_lock; /* serialises remaps so piece counting sees a stable table */
     uint64_t pieces;            /* mappings of the region VA (runs of one backing), under remap_lock */
     _Atomic uint64_t device_pages;
@@ -85,9 +86,18 @@ struct cdm_engine {
     _Atomic uint64_t host_pages; /* host-resident pages over all regions */
     uint64_t mapping_budget;
     copy_channels copy;
+    /* Sequential first-touch readahead, resolved on its own thread while the fault thread serves faults. */
+    struct {
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        pthread_t thread;
+        bool stopping;
+        cdm_region *region; /* NULL when no stream is active */
+        uint64_t next, end; /* pages still to resolve ahead */
+    } ahead;
     struct {
         _Atomic uint64_t faults_missing, faults_wp, zero_filled, first_touch_device, fallbacks,
-            migrated, aborted, budget_refusals;
+            migrated, aborted, budget_refusals, readahead;
     } st;
 };
 
@@ -129,6 +139,8 @@ cdm_region *engine_find_region(cdm_engine *e, uint64_t addr);
 void resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count);
 void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags);
 void *fault_loop(void *arg);
+void *readahead_loop(void *arg);
+void readahead_forget(cdm_engine *e, cdm_region *r);
 
 static inline uint64_t region_word(cdm_region *r, uint64_t page) {
     return atomic_load_explicit(&r->pt[page], memory_order_acquire);

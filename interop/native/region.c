@@ -63,8 +63,8 @@ cdm_region *engine_find_region(cdm_engine *e, uint64_t addr) {
     return NULL;
 }
 
-int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t fault_around, cdm_region **out,
-                      uint64_t *base) {
+int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t fault_around,
+                      uint32_t readahead_pages, cdm_region **out, uint64_t *base) {
     *out = NULL;
     if (size == 0 || size % PAGE || placement < 0 || placement >= e->node_count) return -EINVAL;
     if (fault_around == 0) fault_around = 1;
@@ -77,6 +77,7 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     r->pages = size / PAGE;
     r->placement = placement;
     r->fault_around = fault_around;
+    r->readahead = readahead_pages;
     r->pieces = 1;
     r->host_fd = -1;
     r->base = r->host_view = MAP_FAILED;
@@ -145,6 +146,7 @@ int cdm_region_destroy(cdm_region *r) {
             e->regions[i] = e->regions[--e->region_count];
             break;
         }
+    readahead_forget(e, r);
     pthread_rwlock_unlock(&e->regions_lock);
     /* Unregistering wakes every thread blocked on this range; they retry on a plain mapping. */
     uffd_unregister(e->uffd, r->base, r->size);

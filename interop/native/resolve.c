@@ -6,6 +6,8 @@
 #include <unistd.h>
 #include "internal.h"
 
+static void readahead_once(cdm_engine *e);
+
 static inline int empty_target(const cdm_region *r, uint64_t w) {
     int n = PS_NODE(w);
     return n ? n - 1 : r->placement;
@@ -132,6 +134,9 @@ static void handle_write_protect(cdm_engine *e, cdm_region *r, uint64_t p) {
     }
 }
 
+/* Pages a readahead worker resolves at a time. */
+#define READAHEAD_STEP 64
+
 static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p) {
     atomic_fetch_add(&e->st.faults_missing, 1);
     uint64_t fa = r->fault_around;
@@ -139,6 +144,70 @@ static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p) {
     resolve_first_touch(r, ws, wn);
     wait_not_faulting(r, p);
     uffd_wake(e->uffd, r->base + ws * PAGE, wn * PAGE);
+    /* A first touch right after resident pages looks sequential: resolve ahead of it on the readahead
+     * thread, so the toucher stops waiting a round trip per window (as the kernel's readahead does). */
+    if (r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
+        pthread_mutex_lock(&e->ahead.lock);
+        e->ahead.region = r;
+        e->ahead.next = ws + wn;
+        e->ahead.end = ws + wn + r->readahead < r->pages ? ws + wn + r->readahead : r->pages;
+        pthread_cond_signal(&e->ahead.wake);
+        pthread_mutex_unlock(&e->ahead.lock);
+    }
+}
+
+/* Takes the next step of the active stream; false when there is none. Caller holds regions_lock. */
+static bool readahead_take(cdm_engine *e, cdm_region **r, uint64_t *first, uint64_t *count) {
+    pthread_mutex_lock(&e->ahead.lock);
+    bool any = e->ahead.region != NULL;
+    if (any) {
+        *r = e->ahead.region;
+        *first = e->ahead.next;
+        *count = e->ahead.end - e->ahead.next < READAHEAD_STEP ? e->ahead.end - e->ahead.next : READAHEAD_STEP;
+        e->ahead.next += *count;
+        if (e->ahead.next >= e->ahead.end) e->ahead.region = NULL;
+    }
+    pthread_mutex_unlock(&e->ahead.lock);
+    return any;
+}
+
+/* Resolves one step of the open stream, if any. */
+static void readahead_once(cdm_engine *e) {
+    pthread_rwlock_rdlock(&e->regions_lock);
+    cdm_region *r;
+    uint64_t first, count;
+    if (readahead_take(e, &r, &first, &count)) {
+        resolve_first_touch(r, first, count);
+        atomic_fetch_add(&e->st.readahead, count);
+    }
+    pthread_rwlock_unlock(&e->regions_lock);
+}
+
+void *readahead_loop(void *arg) {
+    cdm_engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->ahead.lock);
+        while (!e->ahead.region && !e->ahead.stopping) pthread_cond_wait(&e->ahead.wake, &e->ahead.lock);
+        bool stopping = e->ahead.stopping;
+        pthread_mutex_unlock(&e->ahead.lock);
+        if (stopping) return NULL;
+        /* regions_lock keeps the region alive; destroy forgets the stream under the write lock. */
+        pthread_rwlock_rdlock(&e->regions_lock);
+        cdm_region *r;
+        uint64_t first, count;
+        while (readahead_take(e, &r, &first, &count)) {
+            resolve_first_touch(r, first, count);
+            atomic_fetch_add(&e->st.readahead, count);
+        }
+        pthread_rwlock_unlock(&e->regions_lock);
+    }
+}
+
+/* Called by region destroy with regions_lock held for writing. */
+void readahead_forget(cdm_engine *e, cdm_region *r) {
+    pthread_mutex_lock(&e->ahead.lock);
+    if (e->ahead.region == r) e->ahead.region = NULL;
+    pthread_mutex_unlock(&e->ahead.lock);
 }
 
 void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
@@ -161,11 +230,20 @@ void *fault_loop(void *arg) {
     struct uffd_msg msgs[64];
     struct pollfd fds[2] = {{.fd = e->uffd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
     for (;;) {
-        if (poll(fds, 2, -1) < 0) {
+        /* While a readahead stream is open this thread works on it too, between events: faults first. */
+        pthread_mutex_lock(&e->ahead.lock);
+        bool ahead = e->ahead.region != NULL;
+        pthread_mutex_unlock(&e->ahead.lock);
+        int ready = poll(fds, 2, ahead ? 0 : -1);
+        if (ready < 0) {
             if (errno == EINTR) continue;
             break;
         }
         if (fds[1].revents) break;
+        if (ready == 0) {
+            readahead_once(e);
+            continue;
+        }
         ssize_t n = read(e->uffd, msgs, sizeof msgs);
         if (n < 0) continue; /* EAGAIN: another wake-up took the events */
         for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++)

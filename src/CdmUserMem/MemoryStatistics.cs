@@ -28,4 +28,7 @@ public readonly record struct MemoryStatistics
     public ulong MappingsInUse { get; init; }
 
     public ulong MappingBudget { get; init; }
+
+    /// <summary>Pages resolved ahead of a sequential first-touch stream (resident on their placement node).</summary>
+    public ulong PagesReadAhead { get; init; }
 }

@@ -140,10 +140,12 @@ public sealed class MemorySystem : IDisposable
         ValidateNode(placement, nameof(options.Placement));
         if (options.FaultAroundPages is 0 or > 4096)
             throw new ArgumentOutOfRangeException(nameof(options.FaultAroundPages), options.FaultAroundPages, "Fault-around must be 1 to 4096 pages.");
+        if (options.ReadaheadPages > 65536)
+            throw new ArgumentOutOfRangeException(nameof(options.ReadaheadPages), options.ReadaheadPages, "Readahead must be 0 to 65536 pages.");
         lock (_sync)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            int rc = CdmEngine.RegionCreate(_engine, size, placement.Id, options.FaultAroundPages, out nint handle, out ulong baseAddress);
+            int rc = CdmEngine.RegionCreate(_engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
             if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
             var region = new Region(this, new RegionSafeHandle(handle, _engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
             _regions.Add(region);
@@ -167,6 +169,7 @@ public sealed class MemorySystem : IDisposable
             MappingBudgetRefusals = s.BudgetRefusals,
             MappingsInUse = s.MappingsInUse,
             MappingBudget = s.MappingBudget,
+            PagesReadAhead = s.PagesReadAhead,
         };
     }
 

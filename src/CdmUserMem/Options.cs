@@ -21,6 +21,13 @@ public sealed record RegionOptions
 
     /// <summary>Pages resolved per fault: the faulting page's aligned window of this many pages.</summary>
     public uint FaultAroundPages { get; init; } = 16;
+
+    /// <summary>
+    /// Pages resolved ahead of a sequential first-touch stream (a fault right after resident pages), on
+    /// the engine's threads while the toucher runs, as the kernel reads ahead in files. They become
+    /// resident on their placement node before they are touched; 0 turns readahead off.
+    /// </summary>
+    public uint ReadaheadPages { get; init; } = 512;
 }
 
 /// <summary>Settings of one migration call.</summary>

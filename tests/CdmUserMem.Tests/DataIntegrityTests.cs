@@ -48,7 +48,7 @@ public class DataIntegrityTests
         Assert.Equal(0UL, device.GetUsage().UsedBytes);
 
         ulong touchedBefore = system.GetStatistics().PagesFirstTouchedOnDevice;
-        using var region = system.Reserve(4 * MiB, new RegionOptions { Placement = device, FaultAroundPages = 64 });
+        using var region = system.Reserve(4 * MiB, new RegionOptions { Placement = device, FaultAroundPages = 64, ReadaheadPages = 0 });
         Assert.Null(region.NodeOf(0));
         var span = region.AsSpan(0, (int)(2 * MiB));
         Assert.True(span.IndexOfAnyExcept((byte)0) < 0);
@@ -169,5 +169,31 @@ public class DataIntegrityTests
         Assert.Same(second, region.NodeOf(0));
         Assert.Null(FirstMismatch(region, 0, MiB, seed: 11));
         Assert.Same(second, system.GetNode("dev1"));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Sequential_first_touch_reads_ahead_within_its_bound_with_zeros(bool onDevice)
+    {
+        var (system, device) = Create(deviceBytes: 16 * MiB);
+        using var _ = system;
+        var placement = onDevice ? device : system.Host;
+        using var region = system.Reserve(16 * MiB, new RegionOptions { Placement = placement, FaultAroundPages = 16, ReadaheadPages = 256 });
+        const ulong Touched = 4 * MiB;
+        for (ulong o = 0; o < Touched; o += Page)
+        {
+            var word = region.AsSpan<ulong>(o, 1);
+            Assert.Equal(0UL, word[0]);
+            word[0] = o;
+        }
+        var stats = system.GetStatistics();
+        Assert.True(stats.PagesReadAhead > 0, "a sequential sweep never triggered readahead");
+        Assert.True(stats.FirstTouchFaults < Touched / Page / 16, $"{stats.FirstTouchFaults} faults: readahead did not spare any");
+        // Never more than one readahead window (plus the fault-around window) beyond what was touched.
+        ulong resident = (ulong)region.GetResidency(0, region.Length).Where(r => r.Node is not null).Sum(r => (long)r.Length);
+        Assert.InRange(resident, Touched, Touched + (256 + 16) * Page);
+        Assert.All(region.GetResidency(0, Touched), run => Assert.Same(placement, run.Node));
+        for (ulong o = 0; o < Touched; o += Page) Assert.Equal(o, region.AsSpan<ulong>(o, 1)[0]);
     }
 }

@@ -33,7 +33,7 @@ public class MigrationModelPropertyTests
 
         Prop.ForAll(Gen.ListOf(Steps).Select(s => s.ToArray()).ToArbitrary(), steps =>
         {
-            using var region = system.Reserve(Pages * Page, new RegionOptions { FaultAroundPages = 4 });
+            using var region = system.Reserve(Pages * Page, new RegionOptions { FaultAroundPages = 4, ReadaheadPages = 0 });
             var value = new byte[Pages];
             var node = new int?[Pages];
             var placed = new int[Pages]; // where an untouched page will land
