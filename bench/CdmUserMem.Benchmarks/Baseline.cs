@@ -55,6 +55,24 @@ internal static unsafe partial class Baseline
         if (fd >= 0) Libc.Close(fd);
     }
 
+    [LibraryImport("libc", EntryPoint = "sched_setaffinity", SetLastError = true)]
+    private static partial int SchedSetAffinity(int pid, nuint size, ulong* mask);
+
+    /// <summary>Pins the calling thread to one CPU; threads it creates afterwards inherit the mask.</summary>
+    public static void PinCurrentThread(int cpu)
+    {
+        ulong mask = 1UL << cpu;
+        if (SchedSetAffinity(0, sizeof(ulong), &mask) != 0)
+            throw new InvalidOperationException($"sched_setaffinity failed: {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Lets the calling thread run on every CPU again.</summary>
+    public static void UnpinCurrentThread()
+    {
+        ulong mask = Environment.ProcessorCount >= 64 ? ulong.MaxValue : (1UL << Environment.ProcessorCount) - 1;
+        SchedSetAffinity(0, sizeof(ulong), &mask);
+    }
+
     /// <summary>One store into a page, from a method with no loop: the shape of an application's first touch.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     public static void Touch(byte* address) => *address = 1;
