@@ -6,7 +6,17 @@ using CdmUserMem;
 using TransparentMigration;
 
 var settings = Settings.Parse(args);
-using var system = MemorySystem.Create();
+MemorySystem system;
+try
+{
+    system = MemorySystem.Create();
+}
+catch (UserfaultfdUnavailableException e)
+{
+    Console.Error.WriteLine($"cannot run: {e.Message}");
+    return 2;
+}
+using var _ = system;
 var device = system.AddCoherentDeviceNode("gpu0", settings.DeviceMiB << 20, distance: 40);
 using var region = system.Reserve(settings.RegionMiB << 20, new RegionOptions { FaultAroundPages = 16 });
 

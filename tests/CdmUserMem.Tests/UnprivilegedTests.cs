@@ -56,4 +56,21 @@ public class UnprivilegedTests
 
     private static string DotnetHost() =>
         Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : Environment.ProcessPath!;
+
+    [Fact]
+    public void Blocked_userfaultfd_is_reported_with_what_to_do()
+    {
+        string deny = Path.Combine(AppContext.BaseDirectory, "libcdmdenyuffd.so");
+        var start = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "TransparentMigration.dll"));
+        start.Environment["LD_PRELOAD"] = deny;
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        Assert.True(process.WaitForExit(TimeSpan.FromSeconds(60)), "the example did not finish");
+        string output = stdout.Result + stderr.Result;
+        Assert.True(process.ExitCode == 2, output);
+        Assert.Contains("userfaultfd(2) is not available", output);
+        Assert.Contains("seccomp", output);
+    }
 }

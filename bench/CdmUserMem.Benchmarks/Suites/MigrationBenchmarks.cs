@@ -33,7 +33,8 @@ public class MigrationBenchmarks
     public void GlobalSetup()
     {
         ulong size = Slots * 2 * Bytes;
-        _system = MemorySystem.Create();
+        // Scattered 2 MiB slots hold ~16k alternating pieces: more than the default budget, far below max_map_count.
+        _system = MemorySystem.Create(new MemorySystemOptions { MappingBudget = 24576 });
         _device = _system.AddCoherentDeviceNode("bench-device", size);
         _region = _system.Reserve(size);
         _region.Prefault(0, size);
