@@ -42,7 +42,6 @@ struct cdm_region {
     uint64_t size;
     uint64_t pages;
     int host_fd;
-    uint8_t *host_view;   /* unregistered mapping of the host memfd, for copies */
     _Atomic uint64_t *pt; /* page-state table */
     int placement;
     uint32_t fault_around;
@@ -104,7 +103,7 @@ struct cdm_engine {
 /* One contiguous run of pages a migration copies; addresses are engine views, not the region. */
 typedef struct cdm_run {
     uint64_t first_page, page_count;
-    uint8_t *src_addr, *dst_addr;
+    uint8_t *src_addr, *dst_addr; /* dst_addr is NULL for the host: copies there are pwrites to the memfd */
     uint64_t src_frame, dst_frame;
     int src_node, dst_node;
 } cdm_run;
@@ -132,7 +131,7 @@ int uffd_wake(int uffd, void *addr, uint64_t len);
 uint64_t piece_key(const cdm_region *r, uint64_t page, uint64_t word);
 int64_t pieces_delta(cdm_region *r, uint64_t first, uint64_t count, uint64_t new_key);
 bool budget_take(cdm_engine *e, int64_t delta);
-int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame);
+int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame, bool populate);
 cdm_region *engine_find_region(cdm_engine *e, uint64_t addr);
 
 /* resolve.c */

@@ -6,8 +6,11 @@
 #include <unistd.h>
 #include "internal.h"
 
-static uint8_t *node_addr(cdm_region *r, int node, uint64_t page, uint64_t frame) {
-    return node == CDM_HOST_NODE ? r->host_view + page * PAGE : r->engine->nodes[node].view + frame * PAGE;
+/* Where a run's bytes are read. Host pages are read through the region itself: its PTEs are populated
+ * (the pages were touched) and stay readable while write-protected, whereas the host view's were zapped
+ * and would take a fault every few pages. Device frames are read through the populated arena view. */
+static uint8_t *source_addr(cdm_region *r, int node, uint64_t page, uint64_t frame) {
+    return node == CDM_HOST_NODE ? r->base + page * PAGE : r->engine->nodes[node].view + frame * PAGE;
 }
 
 /* Pages from p that could join one source run: resident off target, one source node, contiguous frames. */
@@ -90,8 +93,8 @@ static int64_t migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, in
                 }
                 run = &runs[nr++];
                 *run = (cdm_run){.first_page = p, .src_node = src, .src_frame = frame, .dst_node = target,
-                                 .dst_frame = start, .src_addr = node_addr(r, src, p, frame),
-                                 .dst_addr = node_addr(r, target, p, start)};
+                                 .dst_frame = start, .src_addr = source_addr(r, src, p, frame),
+                                 .dst_addr = target == CDM_HOST_NODE ? NULL : e->nodes[target].view + start * PAGE};
                 dst_capacity = got;
             }
             if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
@@ -136,11 +139,13 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
         cancel_run(r, run, off, n, first, outcomes, CDM_OUT_MAPPING_BUDGET);
         return 0;
     }
-    int rc = map_backing(r, p, n, dst, dst_frame);
+    /* Back on the host, populate the PTEs from the pages just written: the next migration reads its
+     * source through them (a fault every few pages otherwise, measured 2.7x slower for 2 MiB). */
+    int rc = map_backing(r, p, n, dst, dst_frame, dst == CDM_HOST_NODE);
     if (rc < 0) {
         if (delta > 0) budget_take(e, -delta);
         /* MAP_FIXED may have unmapped the old piece before failing: map the source back. */
-        map_backing(r, p, n, src, run->src_frame + off);
+        map_backing(r, p, n, src, run->src_frame + off, false);
         cancel_run(r, run, off, n, first, outcomes, CDM_OUT_FAILED);
         return rc;
     }

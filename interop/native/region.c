@@ -7,8 +7,8 @@
 #include <unistd.h>
 #include "internal.h"
 
-/* Mappings a region holds besides the pieces of its range: the host view and the page-state table. */
-#define REGION_FIXED_MAPPINGS 2
+/* Mappings a region holds besides the pieces of its range: the page-state table. */
+#define REGION_FIXED_MAPPINGS 1
 
 bool budget_take(cdm_engine *e, int64_t delta) {
     uint64_t cur = atomic_load(&e->mappings_in_use);
@@ -43,13 +43,16 @@ int64_t pieces_delta(cdm_region *r, uint64_t first, uint64_t count, uint64_t new
     return after - before;
 }
 
-/* Maps [first, first+count) of the region from node's arena and registers it; the caller wakes. */
-int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame) {
+/* Maps [first, first+count) of the region from node's arena and registers it; the caller wakes.
+ * populate installs PTEs now: only for pages all present in the arena, since populating a hole before
+ * the piece is registered would create a page behind the page-state table's back. */
+int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame, bool populate) {
     cdm_engine *e = r->engine;
     int fd = node == CDM_HOST_NODE ? r->host_fd : e->nodes[node].fd;
     off_t off = (off_t)((node == CDM_HOST_NODE ? first : frame) * PAGE);
     void *addr = r->base + first * PAGE;
-    if (mmap(addr, count * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, off) == MAP_FAILED)
+    int flags = MAP_SHARED | MAP_FIXED | MAP_NORESERVE | (populate ? MAP_POPULATE : 0);
+    if (mmap(addr, count * PAGE, PROT_READ | PROT_WRITE, flags, fd, off) == MAP_FAILED)
         return -errno;
     /* MAP_FIXED dropped the registration of this piece; without it a missing page would silently zero-fill. */
     return uffd_register(e->uffd, addr, count * PAGE);
@@ -80,7 +83,7 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     r->readahead = readahead_pages;
     r->pieces = 1;
     r->host_fd = -1;
-    r->base = r->host_view = MAP_FAILED;
+    r->base = MAP_FAILED;
     r->pt = MAP_FAILED;
     pthread_mutex_init(&r->remap_lock, NULL);
     r->host_fd = memfd_create("cdm-host-arena", MFD_CLOEXEC);
@@ -88,8 +91,6 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_NORESERVE;
     r->base = mmap(NULL, size, prot, flags, r->host_fd, 0);
     if (r->base == MAP_FAILED) { rc = -errno; goto fail; }
-    r->host_view = mmap(NULL, size, prot, flags, r->host_fd, 0);
-    if (r->host_view == MAP_FAILED) { rc = -errno; goto fail; }
     r->pt = mmap(NULL, r->pages * sizeof(uint64_t), prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r->pt == MAP_FAILED) { rc = -errno; goto fail; }
     if ((rc = uffd_register(e->uffd, r->base, size)) < 0) goto fail;
@@ -108,7 +109,6 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
 fail:
     if (r) {
         if (r->pt != MAP_FAILED) munmap((void *)r->pt, r->pages * sizeof(uint64_t));
-        if (r->host_view != MAP_FAILED) munmap(r->host_view, size);
         if (r->base != MAP_FAILED) munmap(r->base, size);
         if (r->host_fd >= 0) close(r->host_fd);
         pthread_mutex_destroy(&r->remap_lock);
@@ -153,7 +153,6 @@ int cdm_region_destroy(cdm_region *r) {
     release_device_frames(r);
     atomic_fetch_sub(&e->host_pages, r->host_pages);
     munmap(r->base, r->size);
-    munmap(r->host_view, r->size);
     munmap((void *)r->pt, r->pages * sizeof(uint64_t));
     close(r->host_fd);
     budget_take(e, -(int64_t)(r->pieces + REGION_FIXED_MAPPINGS));

@@ -35,10 +35,10 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         }
         /* Frames are reused: a first touch must read zeros, as on the host. */
         memset(dn->view + frame * PAGE, 0, got * PAGE);
-        if (map_backing(r, p, got, node, frame) < 0) {
+        if (map_backing(r, p, got, node, frame, false) < 0) {
             pool_free(&dn->pool, frame, got);
             if (delta > 0) budget_take(e, -delta);
-            map_backing(r, p, got, CDM_HOST_NODE, 0);
+            map_backing(r, p, got, CDM_HOST_NODE, 0, false);
             break;
         }
         if (delta < 0) budget_take(e, delta);
