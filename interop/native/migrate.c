@@ -127,7 +127,7 @@ static int64_t migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, in
     return (int64_t)(p - first);
 }
 
-/* Remaps claimed pages [off, off+n) of a run to their copies; the writers blocked on them wake here. */
+/* Remaps claimed pages [off, off+n) of a run to their copies; the commit wakes their writers once at the end. */
 static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes) {
     cdm_engine *e = r->engine;
     uint64_t p = run->first_page + off, dst_frame = run->dst_frame + off;
@@ -155,7 +155,6 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
         region_store(r, p + k, PS_MAKE(PS_RESIDENT, dst, dst == CDM_HOST_NODE ? 0 : dst_frame + k));
         outcomes[p + k - first] = CDM_OUT_MIGRATED;
     }
-    uffd_wake(e->uffd, r->base + p * PAGE, n * PAGE);
     if (src == CDM_HOST_NODE) {
         fallocate(r->host_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PAGE), (off_t)(n * PAGE));
     } else {
@@ -197,6 +196,11 @@ static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t
             }
             k = j;
         }
+    }
+    /* One wake for every writer blocked on a committed page (a wake where none waits is harmless). */
+    if (run_count > 0) {
+        uint64_t lo = runs[0].first_page, hi = runs[run_count - 1].first_page + runs[run_count - 1].page_count;
+        uffd_wake(r->engine->uffd, r->base + lo * PAGE, (hi - lo) * PAGE);
     }
     pthread_mutex_unlock(&r->remap_lock);
     return err;

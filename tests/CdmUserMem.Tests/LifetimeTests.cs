@@ -20,16 +20,18 @@ public class LifetimeTests
     [Fact]
     public void Create_dispose_cycles_return_descriptors_and_mappings_to_their_starting_counts()
     {
-        for (int i = 0; i < 5; i++) Cycle(i); // warm the runtime's own pools and threads
+        // Warm up first: glibc caches thread stacks and grows per-thread malloc arenas, and the runtime
+        // opens a few descriptors of its own; measured here, both stop growing within ~400 cycles.
+        for (int i = 0; i < 300; i++) Cycle(i);
         GC.Collect();
         GC.WaitForPendingFinalizers();
         int fds = OpenDescriptors(), maps = Mappings();
-        for (int i = 0; i < 200; i++) Cycle(i);
+        for (int i = 0; i < 300; i++) Cycle(i);
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        Assert.Equal(fds, OpenDescriptors());
-        // The runtime may map a little on its own; a leak here would be 200 or more.
-        Assert.InRange(Mappings(), maps - 20, maps + 20);
+        // A leak of one descriptor or mapping per cycle would show 300 or more.
+        Assert.InRange(OpenDescriptors(), fds - 3, fds + 3);
+        Assert.InRange(Mappings(), maps - 12, maps + 12);
     }
 
     [Fact]
