@@ -127,8 +127,40 @@ static int64_t migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, in
     return (int64_t)(p - first);
 }
 
+/* Host ranges a commit moved off the host, released together at its end. */
+typedef struct host_releases {
+    uint64_t first[64], count[64];
+    uint32_t n;
+} host_releases;
+
+static void punch(cdm_region *r, uint64_t first, uint64_t count) {
+    fallocate(r->host_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * PAGE), (off_t)(count * PAGE));
+}
+
+static void release_later(cdm_region *r, host_releases *h, uint64_t first, uint64_t count) {
+    if (h->n == 64) punch(r, first, count);
+    else h->first[h->n] = first, h->count[h->n++] = count;
+}
+
+/* Releases the recorded ranges: with one punch over their whole span when every page in it is off the
+ * host (then the span holds no host data), else range by range. Untouched or faulting pages fail the
+ * test: a first touch may be filling their host page right now. Caller holds remap_lock. */
+static void release_host_pages(cdm_region *r, host_releases *h) {
+    if (h->n == 0) return;
+    uint64_t lo = h->first[0], hi = h->first[h->n - 1] + h->count[h->n - 1];
+    bool whole = h->n > 1;
+    for (uint64_t p = lo; whole && p < hi; p++) {
+        uint64_t w = region_word(r, p);
+        whole = PS_STATE(w) != PS_EMPTY && PS_STATE(w) != PS_FAULTING && PS_NODE(w) != CDM_HOST_NODE;
+    }
+    if (whole) punch(r, lo, hi - lo);
+    else for (uint32_t i = 0; i < h->n; i++) punch(r, h->first[i], h->count[i]);
+    h->n = 0;
+}
+
 /* Remaps claimed pages [off, off+n) of a run to their copies; the commit wakes their writers once at the end. */
-static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes) {
+static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes,
+                        host_releases *releases) {
     cdm_engine *e = r->engine;
     uint64_t p = run->first_page + off, dst_frame = run->dst_frame + off;
     int dst = run->dst_node, src = run->src_node;
@@ -156,7 +188,7 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
         outcomes[p + k - first] = CDM_OUT_MIGRATED;
     }
     if (src == CDM_HOST_NODE) {
-        fallocate(r->host_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PAGE), (off_t)(n * PAGE));
+        release_later(r, releases, p, n);
     } else {
         pool_free(&e->nodes[src].pool, run->src_frame + off, n);
         atomic_fetch_sub(&r->device_pages, n);
@@ -171,6 +203,7 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
 /* Commits copied runs; outcomes is indexed from the prepare call's first page. */
 static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t run_count, uint8_t *outcomes) {
     int err = 0;
+    host_releases releases = {.n = 0};
     pthread_mutex_lock(&r->remap_lock);
     for (uint32_t i = 0; i < run_count; i++) {
         cdm_run *run = &runs[i];
@@ -184,7 +217,7 @@ static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t
                     break;
             }
             if (j > k) {
-                int rc = commit_pages(r, run, k, j - k, first, outcomes);
+                int rc = commit_pages(r, run, k, j - k, first, outcomes, &releases);
                 if (rc < 0 && !err) err = rc;
             }
             if (j < run->page_count) {
@@ -197,6 +230,7 @@ static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t
             k = j;
         }
     }
+    release_host_pages(r, &releases);
     /* One wake for every writer blocked on a committed page (a wake where none waits is harmless). */
     if (run_count > 0) {
         uint64_t lo = runs[0].first_page, hi = runs[run_count - 1].first_page + runs[run_count - 1].page_count;

@@ -174,4 +174,63 @@ public unsafe class ConcurrencyTests(ITestOutputHelper output)
             Assert.True(writer.Join(TimeSpan.FromSeconds(10)), "a thread stayed blocked after its region was disposed");
         }
     }
+
+    /// <summary>
+    /// Scattered moves release their host pages together; pages a writer keeps on the host (busy) sit between
+    /// them and must keep every write.
+    /// </summary>
+    [Fact]
+    public void Scattered_migrations_keep_the_writes_of_pages_that_stay_on_the_host()
+    {
+        // A lost host page would leave a resident page with no backing: any read of it faults forever.
+        // The body runs on its own thread so such a failure ends in bounded time.
+        Exception? failure = null;
+        var body = new Thread(() =>
+        {
+            try { ScatteredBody(); }
+            catch (Exception e) { failure = e; }
+        }) { IsBackground = true };
+        body.Start();
+        Assert.True(body.Join(TimeSpan.FromSeconds(60)), "scattered migrations hung: a host page lost its backing");
+        if (failure is not null) throw new Xunit.Sdk.XunitException(failure.ToString());
+    }
+
+    private void ScatteredBody()
+    {
+        var (system, device) = Create(deviceBytes: 4 * MiB);
+        using var _ = system;
+        const int Pages = 64;
+        using var region = system.Reserve(Pages * Page);
+        region.Prefault(0, Pages * Page);
+        ulong* words = (ulong*)region.Pointer;
+        using var stop = new CancellationTokenSource();
+        var last = new ulong[Pages];
+        string? lost = null;
+        // The writer hammers every fourth page, so many of the even pages a migration moves stay busy.
+        var writer = new Thread(() =>
+        {
+            for (ulong seq = 1; !stop.IsCancellationRequested && lost is null; seq++)
+                for (int p = 0; p < Pages; p += 4)
+                {
+                    ulong* slot = words + (ulong)p * Page / 8;
+                    if (Volatile.Read(ref *slot) != last[p]) { lost = $"page {p}: read {*slot}, wrote {last[p]}"; return; }
+                    Volatile.Write(ref *slot, seq);
+                    last[p] = seq;
+                }
+        }) { IsBackground = true };
+        writer.Start();
+        var options = new MigrationOptions { BusyRetries = 0 };
+        ulong busy = 0;
+        for (int round = 0; round < 200 && lost is null; round++)
+        {
+            region.Migrate(0, Pages * Page, system.Host, options);
+            for (ulong p = Page; p < Pages * Page; p += 2 * Page) region.Migrate(p, Page, device, options);
+            busy += region.Migrate(0, Pages * Page, device, options).PagesBusy;
+        }
+        stop.Cancel();
+        Assert.True(writer.Join(TimeSpan.FromSeconds(10)));
+        Assert.Null(lost);
+        for (int p = 0; p < Pages; p += 4) Assert.Equal(last[p], words[(ulong)p * Page / 8]);
+        output.WriteLine($"{busy} busy pages over 200 scattered migrations");
+    }
 }
