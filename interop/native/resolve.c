@@ -156,30 +156,28 @@ static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p) {
     }
 }
 
-/* Takes the next step of the active stream; false when there is none. Caller holds regions_lock. */
-static bool readahead_take(cdm_engine *e, cdm_region **r, uint64_t *first, uint64_t *count) {
+/* Takes and resolves the next step of the open stream; false when there is none. The caller holds
+ * regions_lock, which keeps the region alive: destroy forgets the stream under the write lock. */
+static bool readahead_step(cdm_engine *e) {
     pthread_mutex_lock(&e->ahead.lock);
-    bool any = e->ahead.region != NULL;
-    if (any) {
-        *r = e->ahead.region;
-        *first = e->ahead.next;
-        *count = e->ahead.end - e->ahead.next < READAHEAD_STEP ? e->ahead.end - e->ahead.next : READAHEAD_STEP;
-        e->ahead.next += *count;
+    cdm_region *r = e->ahead.region;
+    uint64_t first = e->ahead.next, count = 0;
+    if (r) {
+        count = e->ahead.end - first < READAHEAD_STEP ? e->ahead.end - first : READAHEAD_STEP;
+        e->ahead.next += count;
         if (e->ahead.next >= e->ahead.end) e->ahead.region = NULL;
     }
     pthread_mutex_unlock(&e->ahead.lock);
-    return any;
+    if (!r) return false;
+    resolve_first_touch(r, first, count);
+    atomic_fetch_add(&e->st.readahead, count);
+    return true;
 }
 
-/* Resolves one step of the open stream, if any. */
+/* The fault thread's share of readahead, between events. */
 static void readahead_once(cdm_engine *e) {
     pthread_rwlock_rdlock(&e->regions_lock);
-    cdm_region *r;
-    uint64_t first, count;
-    if (readahead_take(e, &r, &first, &count)) {
-        resolve_first_touch(r, first, count);
-        atomic_fetch_add(&e->st.readahead, count);
-    }
+    readahead_step(e);
     pthread_rwlock_unlock(&e->regions_lock);
 }
 
@@ -191,14 +189,8 @@ void *readahead_loop(void *arg) {
         bool stopping = e->ahead.stopping;
         pthread_mutex_unlock(&e->ahead.lock);
         if (stopping) return NULL;
-        /* regions_lock keeps the region alive; destroy forgets the stream under the write lock. */
         pthread_rwlock_rdlock(&e->regions_lock);
-        cdm_region *r;
-        uint64_t first, count;
-        while (readahead_take(e, &r, &first, &count)) {
-            resolve_first_touch(r, first, count);
-            atomic_fetch_add(&e->st.readahead, count);
-        }
+        while (readahead_step(e)) {}
         pthread_rwlock_unlock(&e->regions_lock);
     }
 }

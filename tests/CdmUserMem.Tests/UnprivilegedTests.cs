@@ -37,12 +37,8 @@ public class UnprivilegedTests
         foreach (var a in new[] { "--seconds", "4", "--region-mib", "32", "--device-mib", "16" }) start.ArgumentList.Add(a);
         try
         {
-            using var process = Process.Start(start)!;
-            var stdout = process.StandardOutput.ReadToEndAsync();
-            var stderr = process.StandardError.ReadToEndAsync();
-            Assert.True(process.WaitForExit(TimeSpan.FromSeconds(120)), "the example did not finish");
-            string output = stdout.Result + stderr.Result;
-            Assert.True(process.ExitCode == 0, output);
+            var (exitCode, output) = RunToExit(start, TimeSpan.FromSeconds(120));
+            Assert.True(exitCode == 0, output);
             Assert.Contains("fault mode: UserModeOnly", output);
             Assert.Contains("every checksum held", output);
             // 16 MiB exceeds an ordinary user's 8 MiB RLIMIT_MEMLOCK: the example must say it is not pinned.
@@ -52,6 +48,20 @@ public class UnprivilegedTests
         {
             if (scratch is not null) Directory.Delete(scratch, recursive: true);
         }
+    }
+
+    /// <summary>Runs a process to its end (failing the test past the timeout); returns its exit code and output.</summary>
+    private static (int ExitCode, string Output) RunToExit(ProcessStartInfo start, TimeSpan timeout)
+    {
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(timeout))
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"{start.FileName} did not finish in {timeout.TotalSeconds} s");
+        }
+        return (process.ExitCode, stdout.Result + stderr.Result);
     }
 
     private static string DotnetHost() =>
@@ -64,12 +74,8 @@ public class UnprivilegedTests
         var start = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "TransparentMigration.dll"));
         start.Environment["LD_PRELOAD"] = deny;
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        Assert.True(process.WaitForExit(TimeSpan.FromSeconds(60)), "the example did not finish");
-        string output = stdout.Result + stderr.Result;
-        Assert.True(process.ExitCode == 2, output);
+        var (exitCode, output) = RunToExit(start, TimeSpan.FromSeconds(60));
+        Assert.True(exitCode == 2, output);
         Assert.Contains("userfaultfd(2) is not available", output);
         Assert.Contains("seccomp", output);
     }
