@@ -173,6 +173,12 @@ public sealed class MemorySystem : IDisposable
         };
     }
 
+    /// <summary>The node with an engine id; nodes are only ever added, so ids stay valid.</summary>
+    internal MemoryNode NodeById(int id)
+    {
+        lock (_sync) return _nodes[id];
+    }
+
     internal void AddBytesCopied(ulong bytes) => Interlocked.Add(ref _bytesCopied, (long)bytes);
 
     internal void ValidateNode(MemoryNode node, string paramName)

@@ -83,7 +83,7 @@ public sealed unsafe partial class Region : IDisposable
         if (offset >= Length) throw new ArgumentOutOfRangeException(nameof(offset), $"Offset {offset} lies outside the region's {Length} bytes.");
         sbyte node;
         CdmEngine.RegionResidency(_handle, offset / PageSize, 1, &node);
-        return node < 0 ? null : NodeById(node);
+        return node < 0 ? null : System.NodeById(node);
     }
 
     /// <summary>Which node holds each page of the range, as runs; a run with a null node is untouched.</summary>
@@ -131,8 +131,6 @@ public sealed unsafe partial class Region : IDisposable
         }
         System.OnRegionDisposed(this);
     }
-
-    private MemoryNode NodeById(int id) => System.Nodes[id];
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
