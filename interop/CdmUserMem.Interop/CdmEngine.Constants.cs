@@ -10,7 +10,6 @@ public static partial class CdmEngine
     public const int ErrorNoUserfaultfd = -10001;
     public const int ErrorMissingFeature = -10002;
     public const int ErrorMappingBudget = -10003;
-    public const int ErrorNoCapacity = -10004;
 
     /// <summary>UFFD_USER_MODE_ONLY: a fault raised inside a system call returns EFAULT instead of waiting.</summary>
     public const uint ModeUserOnly = 1;

@@ -12,7 +12,6 @@ public static unsafe partial class Libc
     public const int MapShared = 0x01;
     public const int MapPrivate = 0x02;
     public const int MapAnonymous = 0x20;
-    public const int MapNoReserve = 0x4000;
     public const uint MfdCloexec = 0x1;
     public static readonly nint MapFailed = -1;
 

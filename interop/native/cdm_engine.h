@@ -11,8 +11,6 @@
 #define CDM_E_NO_USERFAULTFD  (-10001) /* the userfaultfd syscall is missing or refused */
 #define CDM_E_MISSING_FEATURE (-10002) /* userfaultfd lacks a feature we need (see missing_features) */
 #define CDM_E_MAPPING_BUDGET  (-10003) /* the operation would exceed the mapping budget */
-#define CDM_E_NO_CAPACITY     (-10004) /* the device node has no free frames */
-#define CDM_E_BUSY            (-10005)
 
 /* Engine mode bits reported at creation. */
 #define CDM_MODE_USER_ONLY 1u /* UFFD_USER_MODE_ONLY: faults raised inside system calls return EFAULT */

@@ -11,7 +11,6 @@ internal static class NativeErrors
         CdmEngine.ErrorNoUserfaultfd => "userfaultfd is unavailable",
         CdmEngine.ErrorMissingFeature => "userfaultfd lacks a required feature",
         CdmEngine.ErrorMappingBudget => "the mapping budget is exhausted",
-        CdmEngine.ErrorNoCapacity => "the device node is full",
         _ => $"{Marshal.GetPInvokeErrorMessage(-rc)} (errno {-rc})",
     };
 
