@@ -141,6 +141,12 @@ void *fault_loop(void *arg);
 void *readahead_loop(void *arg);
 void readahead_forget(cdm_engine *e, cdm_region *r);
 
+/* The piece key of a page backed by a device frame: two pages share a key exactly when one mapping of
+ * that node's arena can cover both (same file, contiguous offsets). The host identity mapping is key 0. */
+static inline uint64_t device_piece_key(int node, uint64_t frame, uint64_t page) {
+    return ((uint64_t)node << 56) | ((frame - page) & ((1ull << 56) - 1));
+}
+
 static inline uint64_t region_word(cdm_region *r, uint64_t page) {
     return atomic_load_explicit(&r->pt[page], memory_order_acquire);
 }

@@ -166,7 +166,7 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
     cdm_engine *e = r->engine;
     uint64_t p = run->first_page + off, dst_frame = run->dst_frame + off;
     int dst = run->dst_node, src = run->src_node;
-    uint64_t key = dst == CDM_HOST_NODE ? 0 : ((uint64_t)dst << 56) | ((dst_frame - p) & ((1ull << 56) - 1));
+    uint64_t key = dst == CDM_HOST_NODE ? 0 : device_piece_key(dst, dst_frame, p);
     int64_t delta = pieces_delta(r, p, n, key);
     if (delta > 0 && !budget_take(e, delta)) {
         atomic_fetch_add(&e->st.budget_refusals, 1);
@@ -191,13 +191,18 @@ static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, u
     }
     if (src == CDM_HOST_NODE) {
         release_later(r, releases, p, n);
+        atomic_fetch_sub(&r->host_pages, n);
+        atomic_fetch_sub(&e->host_pages, n);
     } else {
         pool_free(&e->nodes[src].pool, run->src_frame + off, n);
         atomic_fetch_sub(&r->device_pages, n);
     }
-    if (dst != CDM_HOST_NODE) atomic_fetch_add(&r->device_pages, n);
-    if (src == CDM_HOST_NODE) atomic_fetch_sub(&r->host_pages, n), atomic_fetch_sub(&e->host_pages, n);
-    if (dst == CDM_HOST_NODE) atomic_fetch_add(&r->host_pages, n), atomic_fetch_add(&e->host_pages, n);
+    if (dst == CDM_HOST_NODE) {
+        atomic_fetch_add(&r->host_pages, n);
+        atomic_fetch_add(&e->host_pages, n);
+    } else {
+        atomic_fetch_add(&r->device_pages, n);
+    }
     atomic_fetch_add(&e->st.migrated, n);
     return 0;
 }

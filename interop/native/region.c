@@ -24,7 +24,7 @@ uint64_t piece_key(const cdm_region *r, uint64_t page, uint64_t w) {
     (void)r;
     unsigned s = PS_STATE(w);
     if (s == PS_EMPTY || s == PS_FAULTING || PS_NODE(w) == CDM_HOST_NODE) return 0;
-    return ((uint64_t)PS_NODE(w) << 56) | ((PS_FRAME(w) - page) & ((1ull << 56) - 1));
+    return device_piece_key(PS_NODE(w), PS_FRAME(w), page);
 }
 
 /* Change in the piece count if [first, first+count) were mapped with one key. Caller holds remap_lock. */

@@ -6,8 +6,6 @@
 #include <unistd.h>
 #include "internal.h"
 
-static void readahead_once(cdm_engine *e);
-
 static inline int empty_target(const cdm_region *r, uint64_t w) {
     int n = PS_NODE(w);
     return n ? n - 1 : r->placement;
@@ -27,7 +25,7 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         }
         uint64_t frame = pool_alloc(&dn->pool, n - done, hint, &got);
         if (got == 0) break;
-        int64_t delta = pieces_delta(r, p, got, ((uint64_t)node << 56) | ((frame - p) & ((1ull << 56) - 1)));
+        int64_t delta = pieces_delta(r, p, got, device_piece_key(node, frame, p));
         if (delta > 0 && !budget_take(e, delta)) {
             pool_free(&dn->pool, frame, got);
             atomic_fetch_add(&e->st.budget_refusals, 1);
