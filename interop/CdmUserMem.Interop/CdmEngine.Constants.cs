@@ -1,26 +1,35 @@
 namespace CdmUserMem.Interop;
 
-public static partial class CdmEngine
+internal static partial class CdmEngine
 {
     public const uint PageSize = 4096;
     public const int HostNode = 0;
     public const int MaxNodes = 63;
+    public const int MaxPins = 4095;
 
     // Error codes beyond negative errno values (cdm_engine.h).
     public const int ErrorNoUserfaultfd = -10001;
     public const int ErrorMissingFeature = -10002;
     public const int ErrorMappingBudget = -10003;
+    public const int ErrorForked = -10004;
+    public const int ErrorNodeLimit = -10005;
+    public const int ErrorPinned = -10006;
+
+    public const uint CreateUserModeOnly = 1;
 
     /// <summary>UFFD_USER_MODE_ONLY: a fault raised inside a system call returns EFAULT instead of waiting.</summary>
     public const uint ModeUserOnly = 1;
+    /// <summary>The descriptor came from /dev/userfaultfd.</summary>
+    public const uint ModeDevUserfaultfd = 2;
+    /// <summary>Arenas, staging and regions are mlocked.</summary>
+    public const uint ModeLocked = 4;
 
-    // userfaultfd feature bits the engine needs (linux/userfaultfd.h).
-    public const ulong FeatureMissingShmem = 1UL << 5;
-    public const ulong FeatureWriteProtectShmem = 1UL << 12;
+    /// <summary>UFFD_FEATURE_MOVE (linux/userfaultfd.h).</summary>
+    public const ulong FeatureMove = 1UL << 10;
 }
 
 /// <summary>Per-page migration outcomes (enum cdm_outcome).</summary>
-public enum CdmOutcome : byte
+internal enum CdmOutcome : byte
 {
     None = 0,
     Migrated = 1,
@@ -31,4 +40,22 @@ public enum CdmOutcome : byte
     MappingBudget = 6,
     Pending = 7,
     Failed = 8,
+    Pinned = 9,
+    Shared = 10,
+}
+
+/// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>
+internal enum CdmOp
+{
+    Move = 0,
+    Copy = 1,
+    ZeroPage = 2,
+    Wake = 3,
+    Register = 4,
+    Mmap = 5,
+    Madvise = 6,
+    Poll = 7,
+    Read = 8,
+    Mlock = 9,
+    Count = 10,
 }

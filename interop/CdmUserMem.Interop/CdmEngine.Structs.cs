@@ -4,10 +4,10 @@ namespace CdmUserMem.Interop;
 
 /// <summary>struct cdm_stats.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct CdmStats
+internal struct CdmStats
 {
     public ulong FaultsMissing;
-    public ulong FaultsWriteProtect;
+    public ulong FaultsOnMigrating;
     public ulong PagesZeroFilledHost;
     public ulong PagesFirstTouchDevice;
     public ulong FirstTouchFallbacks;
@@ -17,4 +17,14 @@ public struct CdmStats
     public ulong MappingsInUse;
     public ulong MappingBudget;
     public ulong PagesReadAhead;
+    public ulong PagesRefusedPinned;
+    public ulong PagesRefusedShared;
+    public ulong PagesRefilled;
+    public ulong FillErrors;
+    public ulong FaultLoopErrors;
+    public ulong BytesCopied;
+    public ulong MigrateNsDetach;
+    public ulong MigrateNsCopy;
+    public ulong MigrateNsAttach;
+    public ulong MigrateNsRelease;
 }

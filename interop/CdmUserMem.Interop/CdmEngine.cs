@@ -3,12 +3,12 @@ using System.Runtime.InteropServices;
 namespace CdmUserMem.Interop;
 
 /// <summary>Bindings to libcdmengine, the native fault engine built from interop/native.</summary>
-public static unsafe partial class CdmEngine
+internal static unsafe partial class CdmEngine
 {
     public const string LibraryName = "cdmengine";
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_create")]
-    public static partial int EngineCreate(ulong mappingBudget, uint copyChannels, out nint engine, out uint mode, out ulong missingFeatures);
+    public static partial int EngineCreate(ulong mappingBudget, uint copyChannels, uint flags, out nint engine, out uint mode, out ulong missingFeatures);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_destroy")]
     public static partial void EngineDestroy(nint engine);
@@ -16,11 +16,20 @@ public static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_stats")]
     public static partial void EngineStats(EngineSafeHandle engine, out CdmStats stats);
 
+    [LibraryImport(LibraryName, EntryPoint = "cdm_inject")]
+    public static partial int Inject(EngineSafeHandle engine, int op, int errno, uint skip, uint times);
+
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_add")]
     public static partial int NodeAdd(EngineSafeHandle engine, ulong capacityBytes, out int node, out int pinned, out int mlockErrno);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_usage")]
     public static partial int NodeUsage(EngineSafeHandle engine, int node, out ulong usedFrames, out ulong totalFrames);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_reserve")]
+    public static partial int Reserve(EngineSafeHandle engine, int node, ulong frames, out nint reservation);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_reservation_release")]
+    public static partial void ReservationRelease(nint reservation);
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_create")]
     public static partial int RegionCreate(EngineSafeHandle engine, ulong size, int placement, uint faultAround, uint readaheadPages, out nint region, out ulong baseAddress);
@@ -31,15 +40,18 @@ public static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_populate")]
     public static partial int RegionPopulate(RegionSafeHandle region, ulong firstPage, ulong pageCount);
 
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_pin")]
+    public static partial int RegionPin(RegionSafeHandle region, ulong firstPage, ulong pageCount);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_unpin")]
+    public static partial int RegionUnpin(RegionSafeHandle region, ulong firstPage, ulong pageCount);
+
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_residency")]
     public static partial int RegionResidency(RegionSafeHandle region, ulong firstPage, ulong pageCount, sbyte* nodes);
 
-    [LibraryImport(LibraryName, EntryPoint = "cdm_region_pieces")]
-    public static partial ulong RegionPieces(RegionSafeHandle region);
-
-    /// <summary>Migrates one batch in a single native call (claim, write-protect, copy, commit, retry busy pages).</summary>
+    /// <summary>Migrates one batch in a single native call (claim, detach, copy, attach, release, retry busy pages).</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_migrate_batch")]
-    public static partial int MigrateBatch(nint region, ulong firstPage, ulong pageCount, int target, uint busyRetries, byte* outcomes, out ulong bytesCopied);
+    public static partial int MigrateBatch(nint region, ulong firstPage, ulong pageCount, int target, uint busyRetries, nint reservation, byte* outcomes);
 
     /// <summary>Copies on the engine's copy channels.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_copy")]
@@ -59,4 +71,7 @@ public static unsafe partial class CdmEngine
 
     [LibraryImport(LibraryName, EntryPoint = "cdm_abi_sizeof_stats")]
     public static partial uint AbiSizeOfStats();
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_abi_describe")]
+    public static partial nint AbiDescribe();
 }

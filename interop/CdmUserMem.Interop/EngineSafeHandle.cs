@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace CdmUserMem.Interop;
 
 /// <summary>Owns a cdm_engine: its userfaultfd, fault-service thread and device arenas.</summary>
-public sealed class EngineSafeHandle : SafeHandle
+internal sealed class EngineSafeHandle : SafeHandle
 {
     public EngineSafeHandle() : base(0, ownsHandle: true) { }
 

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace CdmUserMem.Interop;
 
 /// <summary>Bindings to the C library, for baselines and checks that need raw OS mappings.</summary>
-public static unsafe partial class Libc
+internal static unsafe partial class Libc
 {
     private const string LibraryName = "libc";
 

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace CdmUserMem.Interop;
 
 /// <summary>Owns a cdm_region and keeps its engine alive until the region is destroyed.</summary>
-public sealed class RegionSafeHandle : SafeHandle
+internal sealed class RegionSafeHandle : SafeHandle
 {
     private readonly EngineSafeHandle _engine;
 

@@ -1,19 +1,32 @@
-/* Public ABI of the CdmUserMem native fault engine. Mirrored by interop/CdmUserMem.Interop/CdmEngine*.cs. */
+/* Public ABI of the CdmUserMem native fault engine. Mirrored by interop/CdmUserMem.Interop/CdmEngine*.cs;
+ * InteropAbiTests compares every constant below with cdm_abi_describe(). */
 #ifndef CDM_ENGINE_H
 #define CDM_ENGINE_H
 #include <stdint.h>
 
 #define CDM_PAGE_SIZE 4096u
 #define CDM_HOST_NODE 0
-#define CDM_MAX_NODES 63
+#define CDM_MAX_NODES 63   /* device nodes per engine (node ids 1..63) */
+#define CDM_MAX_PINS 4095  /* nested pins per page */
 
 /* Error codes beyond negative errno values. */
 #define CDM_E_NO_USERFAULTFD  (-10001) /* the userfaultfd syscall is missing or refused */
 #define CDM_E_MISSING_FEATURE (-10002) /* userfaultfd lacks a feature we need (see missing_features) */
 #define CDM_E_MAPPING_BUDGET  (-10003) /* the operation would exceed the mapping budget */
+#define CDM_E_FORKED          (-10004) /* called in a child of fork(): the engine belongs to the parent */
+#define CDM_E_NODE_LIMIT      (-10005) /* CDM_MAX_NODES device nodes exist already */
+#define CDM_E_PINNED          (-10006) /* a page of the range is pinned (CDM_MAX_PINS reached on pin) */
+
+/* Engine creation flags. */
+#define CDM_CREATE_USER_MODE_ONLY 1u /* ask for UFFD_USER_MODE_ONLY even when full mode is allowed */
 
 /* Engine mode bits reported at creation. */
-#define CDM_MODE_USER_ONLY 1u /* UFFD_USER_MODE_ONLY: faults raised inside system calls return EFAULT */
+#define CDM_MODE_USER_ONLY 1u        /* UFFD_USER_MODE_ONLY: faults raised inside system calls return EFAULT */
+#define CDM_MODE_DEV_USERFAULTFD 2u  /* the descriptor came from /dev/userfaultfd (USERFAULTFD_IOC_NEW) */
+#define CDM_MODE_LOCKED 4u           /* arenas are mlocked, and so every region and staging area */
+
+/* userfaultfd features the engine needs. */
+#define CDM_UFFD_FEATURE_MOVE (1ull << 10)
 
 /* Per-page migration outcomes. */
 enum cdm_outcome {
@@ -22,49 +35,86 @@ enum cdm_outcome {
     CDM_OUT_ALREADY_THERE = 2,
     CDM_OUT_BUSY = 3,
     CDM_OUT_NO_CAPACITY = 4,
-    CDM_OUT_PLACED = 5, /* never touched: its first touch will land on the target */
-    CDM_OUT_MAPPING_BUDGET = 6,
-    CDM_OUT_PENDING = 7, /* prepared, copy and commit still to come */
-    CDM_OUT_FAILED = 8,  /* a system call failed; errno is in the commit's return value */
+    CDM_OUT_PLACED = 5,         /* never touched: its first touch will land on the target */
+    CDM_OUT_MAPPING_BUDGET = 6, /* no longer produced: migration creates no mappings */
+    CDM_OUT_PENDING = 7,        /* internal: claimed, not yet decided */
+    CDM_OUT_FAILED = 8,         /* a system call failed; the page stayed where it was */
+    CDM_OUT_PINNED = 9,         /* the kernel or a Region.Pin lease holds the page: it was not touched */
+    CDM_OUT_SHARED = 10,        /* shared copy-on-write with a forked child: the kernel refuses to move it */
+};
+
+/* System calls fault injection can fail (cdm_inject). */
+enum cdm_op {
+    CDM_OP_MOVE = 0,     /* UFFDIO_MOVE */
+    CDM_OP_COPY = 1,     /* UFFDIO_COPY */
+    CDM_OP_ZEROPAGE = 2, /* UFFDIO_ZEROPAGE */
+    CDM_OP_WAKE = 3,     /* UFFDIO_WAKE */
+    CDM_OP_REGISTER = 4, /* UFFDIO_REGISTER */
+    CDM_OP_MMAP = 5,     /* mmap of regions, arenas and tables */
+    CDM_OP_MADVISE = 6,  /* madvise (staging release, arena setup) */
+    CDM_OP_POLL = 7,     /* poll in the fault loop */
+    CDM_OP_READ = 8,     /* read of the userfaultfd */
+    CDM_OP_MLOCK = 9,    /* mlock / mlock2 */
+    CDM_OP_COUNT = 10,
 };
 
 typedef struct cdm_engine cdm_engine;
 typedef struct cdm_region cdm_region;
+typedef struct cdm_reservation cdm_reservation;
 
 typedef struct cdm_stats {
     uint64_t faults_missing;        /* first-touch faults served */
-    uint64_t faults_write_protect;  /* write faults on pages under migration */
+    uint64_t faults_on_migrating;   /* faults that waited for a page under migration */
     uint64_t pages_zero_filled_host;
     uint64_t pages_first_touch_device;
-    uint64_t first_touch_fallbacks; /* device placement fell back to host (capacity or budget) */
+    uint64_t first_touch_fallbacks; /* device placement fell back to host (capacity) */
     uint64_t pages_migrated;
-    uint64_t migrations_aborted;    /* pages whose migration a writer disturbed */
+    uint64_t migrations_aborted;    /* page migrations undone after a system call failed */
     uint64_t budget_refusals;
     uint64_t mappings_in_use;
     uint64_t mapping_budget;
     uint64_t pages_read_ahead;      /* resolved ahead of a sequential first-touch stream */
+    uint64_t pages_refused_pinned;  /* migrations the kernel or a pin lease refused */
+    uint64_t pages_refused_shared;  /* migrations refused: shared copy-on-write with a child */
+    uint64_t pages_refilled;        /* resident pages the user discarded (madvise) and touched again */
+    uint64_t fill_errors;           /* first-touch fills the kernel refused, retried later */
+    uint64_t fault_loop_errors;     /* poll/read errors the fault thread survived */
+    uint64_t bytes_copied;
+    uint64_t migrate_ns_detach;     /* time in each step of migrations, summed */
+    uint64_t migrate_ns_copy;
+    uint64_t migrate_ns_attach;
+    uint64_t migrate_ns_release;
 } cdm_stats;
 
-int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, cdm_engine **out, uint32_t *mode,
-                      uint64_t *missing_features);
+int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t flags, cdm_engine **out,
+                      uint32_t *mode, uint64_t *missing_features);
 void cdm_engine_destroy(cdm_engine *e);
 void cdm_engine_stats(cdm_engine *e, cdm_stats *out);
 
+/* Test-only fault injection: the calls skip+1 .. skip+times of op fail with -err (err > 0). */
+int cdm_inject(cdm_engine *e, int32_t op, int32_t err, uint32_t skip, uint32_t times);
+
 int cdm_node_add(cdm_engine *e, uint64_t capacity_bytes, int32_t *node, int32_t *pinned, int32_t *mlock_errno);
 int cdm_node_usage(cdm_engine *e, int32_t node, uint64_t *used_frames, uint64_t *total_frames);
+
+/* Reserves frames on a device node for one migration (all or nothing); migrations passed the
+ * reservation draw from it first. Release returns what is left. */
+int cdm_reserve(cdm_engine *e, int32_t node, uint64_t frames, cdm_reservation **out);
+void cdm_reservation_release(cdm_reservation *res);
 
 int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t fault_around,
                       uint32_t readahead_pages, cdm_region **out, uint64_t *base);
 int cdm_region_destroy(cdm_region *r);
 int cdm_region_populate(cdm_region *r, uint64_t first_page, uint64_t page_count);
+int cdm_region_pin(cdm_region *r, uint64_t first_page, uint64_t page_count);
+int cdm_region_unpin(cdm_region *r, uint64_t first_page, uint64_t page_count);
 int cdm_region_residency(cdm_region *r, uint64_t first_page, uint64_t page_count, int8_t *nodes);
-uint64_t cdm_region_pieces(cdm_region *r);
 
-/* Migrates one batch in a single call, so that no step a blocked writer may wait for ever waits on
- * the caller's runtime: claim + write-protect, copy on the copy channels, commit, then retry the pages
- * writers disturbed. Writes one outcome per page; returns 0 or a negative error. */
+/* Migrates one batch in a single call, so that no step a waiting accessor depends on ever waits on the
+ * caller's runtime: claim, detach (UFFDIO_MOVE out), copy on the copy channels, attach, wake, release;
+ * then retry busy pages. Writes one outcome per page; returns 0 or a negative error. */
 int cdm_migrate_batch(cdm_region *r, uint64_t first_page, uint64_t page_count, int32_t target,
-                      uint32_t busy_retries, uint8_t *outcomes, uint64_t *bytes_copied);
+                      uint32_t busy_retries, cdm_reservation *reservation, uint8_t *outcomes);
 
 /* The copy engine: cdm_copy splits large copies across the engine's channels. */
 void cdm_copy(cdm_engine *e, void *dst, const void *src, uint64_t bytes);
@@ -72,4 +122,6 @@ void cdm_copy_block(void *dst, const void *src, uint64_t bytes);
 int cdm_copy_isa(void); /* 2 AVX-512, 1 AVX2, 0 memcpy only */
 
 uint32_t cdm_abi_sizeof_stats(void);
+/* "NAME=VALUE;..." for every constant above, for the ABI test. */
+const char *cdm_abi_describe(void);
 #endif

@@ -1,6 +1,7 @@
 /* The copy engine that stands in for a device DMA engine: AVX-512 / AVX2 non-temporal streaming for
  * large aligned blocks, the C library's memcpy otherwise, split across copy-channel threads. */
 #include <immintrin.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -49,17 +50,20 @@ void cdm_copy_block(void *dst, const void *src, uint64_t n) {
     else memcpy(dst, src, n);
 }
 
-/* One copy shared by the caller and the channel threads: slices are taken with an atomic counter. */
-static void copy_slices(copy_channels *c) {
+/* Copies slices of a job until none is left. */
+static void copy_slices(copy_job *j) {
     for (;;) {
-        uint64_t k = atomic_fetch_add(&c->next_slice, 1);
-        if (k >= c->slices) return;
-        uint64_t off = k * c->share, len = off + c->share > c->bytes ? c->bytes - off : c->share;
-        cdm_copy_block(c->dst + off, c->src + off, len);
-        atomic_fetch_add(&c->done_slices, 1);
+        uint64_t k = atomic_fetch_add(&j->next_slice, 1);
+        if (k >= j->slices) return;
+        uint64_t off = k * j->share, len = off + j->share > j->bytes ? j->bytes - off : j->share;
+        cdm_copy_block(j->dst + off, j->src + off, len);
+        atomic_fetch_add_explicit(&j->done_slices, 1, memory_order_release);
     }
 }
 
+/* A channel joins the job of each generation it sees while that job is still posted; the caller
+ * withdraws the job before it returns and waits for every channel inside it to leave, so no channel
+ * ever works on a finished copy or counts into a later one. */
 static void *channel_loop(void *arg) {
     copy_channels *c = arg;
     uint64_t seen = 0;
@@ -68,9 +72,13 @@ static void *channel_loop(void *arg) {
         while (c->generation == seen && !c->stopping) pthread_cond_wait(&c->work, &c->lock);
         if (c->stopping) break;
         seen = c->generation;
+        copy_job *j = c->job;
+        if (!j) continue;
+        j->users++;
         pthread_mutex_unlock(&c->lock);
-        copy_slices(c);
+        copy_slices(j);
         pthread_mutex_lock(&c->lock);
+        if (--j->users == 0) pthread_cond_broadcast(&c->left);
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;
@@ -81,10 +89,15 @@ int channels_start(copy_channels *c, uint32_t channels) {
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->submit, NULL);
     pthread_cond_init(&c->work, NULL);
+    pthread_cond_init(&c->left, NULL);
     c->channels = channels ? channels : 1;
     if (c->channels == 1) return 0;
     c->threads = calloc(c->channels - 1, sizeof(pthread_t));
-    if (!c->threads) return -12;
+    if (!c->threads) {
+        c->channels = 1;
+        channels_stop(c);
+        return -12;
+    }
     for (uint32_t i = 0; i + 1 < c->channels; i++) {
         int rc = pthread_create(&c->threads[i], NULL, channel_loop, c);
         if (rc) {
@@ -107,29 +120,34 @@ void channels_stop(copy_channels *c) {
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->submit);
     pthread_cond_destroy(&c->work);
+    pthread_cond_destroy(&c->left);
 }
 
 void channels_copy(copy_channels *c, void *dst, const void *src, uint64_t bytes) {
     uint64_t parts = bytes / MIN_CHANNEL_SHARE;
-    /* One channel, a small copy, or the channels busy with another region's copy: copy here. */
+    /* One channel, a small copy, or the channels busy with another copy: copy here. */
     if (c->channels == 1 || parts < 2 || pthread_mutex_trylock(&c->submit) != 0) {
         cdm_copy_block(dst, src, bytes);
         return;
     }
     uint64_t slices = parts < c->channels ? parts : c->channels;
+    copy_job j = {.dst = dst, .src = src, .bytes = bytes};
+    j.share = ((bytes / slices) + 4095) & ~(uint64_t)4095; /* whole pages keep every slice aligned */
+    j.slices = (bytes + j.share - 1) / j.share;
     pthread_mutex_lock(&c->lock);
-    c->dst = dst;
-    c->src = src;
-    c->bytes = bytes;
-    c->share = ((bytes / slices) + 4095) & ~(uint64_t)4095; /* whole pages keep every slice aligned */
-    c->slices = (bytes + c->share - 1) / c->share;
-    atomic_store(&c->next_slice, 0);
-    atomic_store(&c->done_slices, 0);
+    c->job = &j;
     c->generation++;
     pthread_cond_broadcast(&c->work);
     pthread_mutex_unlock(&c->lock);
-    copy_slices(c);
-    while (atomic_load(&c->done_slices) < c->slices) __builtin_ia32_pause();
+    copy_slices(&j);
+    for (uint32_t spins = 0; atomic_load_explicit(&j.done_slices, memory_order_acquire) < j.slices; spins++) {
+        if (spins < 4096) __builtin_ia32_pause();
+        else sched_yield(); /* a channel was descheduled: give it the CPU */
+    }
+    pthread_mutex_lock(&c->lock);
+    c->job = NULL;
+    while (j.users > 0) pthread_cond_wait(&c->left, &c->lock);
+    pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&c->submit);
 }
 

@@ -1,4 +1,5 @@
 /* Device frame allocator: a bitmap with next-fit and a contiguity hint, so virtual runs stay file runs. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -10,7 +11,7 @@ static inline void bit_clear(uint64_t *b, uint64_t i) { b[i >> 6] &= ~(1ull << (
 int pool_init(frame_pool *p, uint64_t frames) {
     memset(p, 0, sizeof *p);
     p->bitmap = calloc((frames + 63) / 64, sizeof(uint64_t));
-    if (!p->bitmap) return -12;
+    if (!p->bitmap) return -ENOMEM;
     p->frames = frames;
     pthread_mutex_init(&p->lock, NULL);
     return 0;
@@ -49,13 +50,21 @@ static uint64_t next_free(const frame_pool *p, uint64_t i, bool wrap) {
 /* Allocates up to want contiguous frames: at hint when that run is free, else the first run that fits
  * all of want (so a large migration stays one mapping), else a partial run at the next-fit cursor.
  * *got = 0 when the pool is full. */
-uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got) {
+uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res) {
     pthread_mutex_lock(&p->lock);
     uint64_t start = 0, n = 0;
+    /* A reservation spends its own promise; everyone else may use only frames nobody was promised. */
+    uint64_t allowed = res ? atomic_load(&res->left) : p->frames - p->used - p->reserved;
+    if (want > allowed) want = allowed;
+    if (want == 0) {
+        pthread_mutex_unlock(&p->lock);
+        *got = 0;
+        return 0;
+    }
     if (hint < p->frames) n = free_run(p, hint, want);
     if (n > 0) {
         start = hint;
-    } else if (p->used < p->frames) {
+    } else {
         if (p->frames - p->used >= want) {
             for (uint64_t i = next_free(p, 0, false); i < p->frames; i = next_free(p, i + n, false)) {
                 n = free_run(p, i, want);
@@ -69,6 +78,10 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got) 
     }
     for (uint64_t k = 0; k < n; k++) bit_set(p->bitmap, start + k);
     p->used += n;
+    if (res) {
+        p->reserved -= n;
+        atomic_fetch_sub(&res->left, n);
+    }
     if (n) p->cursor = (start + n == p->frames) ? 0 : start + n;
     pthread_mutex_unlock(&p->lock);
     *got = n;
@@ -80,4 +93,34 @@ void pool_free(frame_pool *p, uint64_t start, uint64_t count) {
     for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k);
     p->used -= count;
     pthread_mutex_unlock(&p->lock);
+}
+
+int cdm_reserve(cdm_engine *e, int32_t node, uint64_t frames, cdm_reservation **out) {
+    *out = NULL;
+    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count)) return -EINVAL;
+    cdm_reservation *res = calloc(1, sizeof *res);
+    if (!res) return -ENOMEM;
+    frame_pool *p = &e->nodes[node].pool;
+    pthread_mutex_lock(&p->lock);
+    bool fits = p->frames - p->used - p->reserved >= frames;
+    if (fits) p->reserved += frames;
+    pthread_mutex_unlock(&p->lock);
+    if (!fits) {
+        free(res);
+        return -ENOSPC;
+    }
+    res->engine = e;
+    res->node = node;
+    atomic_store(&res->left, frames);
+    *out = res;
+    return 0;
+}
+
+void cdm_reservation_release(cdm_reservation *res) {
+    if (!res) return;
+    frame_pool *p = &res->engine->nodes[res->node].pool;
+    pthread_mutex_lock(&p->lock);
+    p->reserved -= atomic_load(&res->left);
+    pthread_mutex_unlock(&p->lock);
+    free(res);
 }

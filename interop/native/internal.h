@@ -6,31 +6,54 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include "cdm_engine.h"
 
 #define PAGE CDM_PAGE_SIZE
 
-/* Page-state word: [state:4][pad:4][node:8][pad:8][frame:40]. EMPTY words carry a placement node + 1
- * (0 = the region's default); all other states carry the node and frame that back the page now. */
-enum page_state { PS_EMPTY = 0, PS_FAULTING = 1, PS_RESIDENT = 2, PS_MIGRATING = 3, PS_COMMITTING = 4,
-                  PS_ABORTING = 5, PS_ABORTED = 6 };
+/* Debian's headers predate UFFDIO_MOVE (Linux 6.8). */
+#ifndef UFFDIO_MOVE
+struct uffdio_move {
+    __u64 dst, src, len;
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+    __u64 mode;
+    __s64 move;
+};
+#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
+#endif
+
+/* Page-state word: [state:4][pins:12][node:8][frame:40]. EMPTY words carry a placement node + 1
+ * (0 = the region's default); FAULTING words the node being filled; the others the node and frame
+ * that back the page. Pins (Region.Pin leases) keep a resident page where it is. */
+enum page_state { PS_EMPTY = 0, PS_FAULTING = 1, PS_RESIDENT = 2, PS_MIGRATING = 3 };
 #define PS_STATE(w) ((unsigned)((w) & 0xF))
-#define PS_NODE(w) ((int)(((w) >> 8) & 0xFF))
+#define PS_PINS(w) ((unsigned)(((w) >> 4) & 0xFFF))
+#define PS_NODE(w) ((int)(((w) >> 16) & 0xFF))
 #define PS_FRAME(w) ((uint64_t)((w) >> 24))
-#define PS_MAKE(s, n, f) ((uint64_t)(s) | ((uint64_t)(n) << 8) | ((uint64_t)(f) << 24))
+#define PS_MAKE(s, n, f) ((uint64_t)(s) | ((uint64_t)(n) << 16) | ((uint64_t)(f) << 24))
 #define PS_WITH_STATE(w, s) (((w) & ~(uint64_t)0xF) | (uint64_t)(s))
+#define PS_PIN_ONE ((uint64_t)1 << 4)
 
 typedef struct frame_pool {
     pthread_mutex_t lock;
-    uint64_t *bitmap;     /* one bit a frame, set = used */
+    uint64_t *bitmap;  /* one bit a frame, set = used */
     uint64_t frames;
     uint64_t used;
-    uint64_t cursor;      /* next-fit start */
+    uint64_t reserved; /* free frames promised to reservations */
+    uint64_t cursor;   /* next-fit start */
 } frame_pool;
 
+struct cdm_reservation {
+    cdm_engine *engine;
+    int node;
+    _Atomic uint64_t left;
+};
+
+/* A device node's arena: anonymous private memory, populated at creation. A free frame's slot always
+ * holds a page; a frame in use lives in a region (its slot is a hole) or is being copied. */
 typedef struct device_node {
-    int fd;               /* memfd arena */
-    uint8_t *view;        /* engine's own mapping of the arena, for copies and zeroing */
+    uint8_t *arena;
     uint64_t capacity;
     frame_pool pool;
     bool pinned;
@@ -41,77 +64,107 @@ struct cdm_region {
     uint8_t *base;
     uint64_t size;
     uint64_t pages;
-    int host_fd;
     _Atomic uint64_t *pt; /* page-state table */
     int placement;
     uint32_t fault_around;
-    uint32_t readahead;         /* pages resolved ahead of a sequential first-touch stream; 0 = off */
-    pthread_mutex_t remap_lock; /* serialises remaps so piece counting sees a stable table */
-    uint64_t pieces;            /* mappings of the region VA (runs of one backing), under remap_lock */
+    uint32_t readahead;   /* pages resolved ahead of a sequential first-touch stream; 0 = off */
+    _Atomic int refs;     /* fault thread, readahead: destroy waits until none is inside */
+    bool dying;           /* set under ahead.lock: readahead must not adopt it any more */
     _Atomic uint64_t device_pages;
     _Atomic uint64_t host_pages;
 };
 
-#define MAX_REGIONS 1024
-
-/* Copy-channel threads that share one large copy with its caller. */
-typedef struct copy_channels {
-    pthread_mutex_t submit; /* one shared copy at a time */
-    pthread_mutex_t lock;
-    pthread_cond_t work;
-    pthread_t *threads;
-    uint32_t channels;      /* including the caller */
-    bool stopping;
-    uint64_t generation;
+/* One copy shared by a caller and the channel threads; lives on the caller's stack. */
+typedef struct copy_job {
     uint8_t *dst;
     const uint8_t *src;
     uint64_t bytes, share, slices;
     _Atomic uint64_t next_slice, done_slices;
+    int users; /* channel threads inside the job, under copy_channels.lock */
+} copy_job;
+
+typedef struct copy_channels {
+    pthread_mutex_t submit; /* one shared copy at a time */
+    pthread_mutex_t lock;
+    pthread_cond_t work, left;
+    pthread_t *threads;
+    uint32_t channels; /* including the caller */
+    bool stopping;
+    uint64_t generation;
+    copy_job *job;     /* NULL once its caller has collected every slice */
 } copy_channels;
+
+/* Test-only fault injection: a countdown per system call. */
+typedef struct inject_slot {
+    _Atomic uint32_t skip, times;
+    int err;
+} inject_slot;
+
+/* First touches the kernel refused to fill, retried by the fault thread after a pause. */
+#define RETRY_SLOTS 64
+#define SPARE_RANGES 256
 
 struct cdm_engine {
     int uffd;
     int stop_fd;
+    int pagemap_fd;
     uint32_t mode;
+    bool locked;
+    pid_t owner;
     pthread_t thread;
     bool thread_started;
-    pthread_rwlock_t regions_lock;
-    cdm_region *regions[MAX_REGIONS];
-    int region_count;
+    pthread_rwlock_t regions_lock; /* held only for table changes and lookups, never across work */
+    cdm_region **regions;          /* sorted by base */
+    int region_count, region_capacity;
     pthread_mutex_t nodes_lock;
     device_node nodes[CDM_MAX_NODES + 1];
-    int node_count;            /* including the host node 0 */
+    _Atomic int node_count; /* including the host node 0 */
+    uint8_t *staging;       /* slots that hold detached host pages while they are copied */
+    uint64_t staging_slots;
+    frame_pool staging_pool;
+    /* Host pages left in staging by host-to-device moves, kept as destinations of device-to-host
+     * copies: moving one into a region costs 0.1 us, a fresh page by UFFDIO_COPY 1-1.4 us (measured). */
+    struct {
+        pthread_mutex_t lock;
+        uint64_t start[SPARE_RANGES], count[SPARE_RANGES];
+        uint32_t ranges;
+        uint64_t pages, cap;
+    } spares;
+    uint8_t *zeros;         /* ZERO_CHUNK bytes of zeros: the source of first-touch fills */
     _Atomic uint64_t mappings_in_use;
-    _Atomic uint64_t host_pages; /* host-resident pages over all regions */
+    _Atomic uint64_t host_pages;
     uint64_t mapping_budget;
     copy_channels copy;
-    /* Sequential first-touch readahead, resolved on its own thread while the fault thread serves faults. */
     struct {
         pthread_mutex_t lock;
         pthread_cond_t wake;
         pthread_t thread;
         bool stopping;
-        cdm_region *region; /* NULL when no stream is active */
-        uint64_t next, end; /* pages still to resolve ahead */
+        cdm_region *region; /* NULL when no stream is active; holds a reference */
+        uint64_t next, end;
     } ahead;
     struct {
-        _Atomic uint64_t faults_missing, faults_wp, zero_filled, first_touch_device, fallbacks,
-            migrated, aborted, budget_refusals, readahead;
+        uint64_t addr[RETRY_SLOTS];
+        uint32_t count;
+    } retry; /* fault thread only */
+    _Atomic bool inject_armed;
+    inject_slot inject[CDM_OP_COUNT];
+    struct {
+        _Atomic uint64_t faults_missing, faults_on_migrating, zero_filled, first_touch_device, fallbacks,
+            migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
+            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release;
     } st;
 };
 
-/* One contiguous run of pages a migration copies; addresses are engine views, not the region. */
-typedef struct cdm_run {
-    uint64_t first_page, page_count;
-    uint8_t *src_addr, *dst_addr; /* dst_addr is NULL for the host: copies there are pwrites to the memfd */
-    uint64_t src_frame, dst_frame;
-    int src_node, dst_node;
-} cdm_run;
+#define ZERO_CHUNK_PAGES 64u
+
+/* inject.c */
+int inject_check(cdm_engine *e, int op);
 
 /* frames.c */
 int pool_init(frame_pool *p, uint64_t frames);
 void pool_destroy(frame_pool *p);
-uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got); /* returns start */
+uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res);
 void pool_free(frame_pool *p, uint64_t start, uint64_t count);
 
 /* copy.c */
@@ -119,33 +172,39 @@ int channels_start(copy_channels *c, uint32_t channels);
 void channels_stop(copy_channels *c);
 void channels_copy(copy_channels *c, void *dst, const void *src, uint64_t bytes);
 
-/* uffd.c */
-int uffd_open(uint32_t *mode, uint64_t *missing);
-int uffd_register(int uffd, void *addr, uint64_t len);
-int uffd_unregister(int uffd, void *addr, uint64_t len);
-int uffd_zeropage(int uffd, void *addr, uint64_t len, uint64_t *done);
-int uffd_write_protect(int uffd, void *addr, uint64_t len, bool protect, bool wake);
-int uffd_wake(int uffd, void *addr, uint64_t len);
+/* uffd.c: each returns 0 or -errno; *done says how many bytes the kernel handled before an error. */
+int uffd_open(uint32_t flags, uint32_t *mode, uint64_t *missing);
+int uffd_register(cdm_engine *e, void *addr, uint64_t len);
+int uffd_unregister(cdm_engine *e, void *addr, uint64_t len);
+int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, uint64_t *done);
+int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, uint64_t *done);
+int uffd_move(cdm_engine *e, void *dst, void *src, uint64_t len, bool wake, uint64_t *done);
+int uffd_wake(cdm_engine *e, void *addr, uint64_t len);
+int sys_madvise(cdm_engine *e, void *addr, uint64_t len, int advice);
+void *sys_mmap(cdm_engine *e, uint64_t len, int extra_flags);
+int sys_lock_on_fault(cdm_engine *e, void *addr, uint64_t len);
 
 /* region.c */
-uint64_t piece_key(const cdm_region *r, uint64_t page, uint64_t word);
-int64_t pieces_delta(cdm_region *r, uint64_t first, uint64_t count, uint64_t new_key);
 bool budget_take(cdm_engine *e, int64_t delta);
-int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame, bool populate);
-cdm_region *engine_find_region(cdm_engine *e, uint64_t addr);
+cdm_region *region_get(cdm_engine *e, uint64_t addr); /* takes a reference */
+void region_put(cdm_region *r);
 
 /* resolve.c */
-void resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count);
-void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags);
+int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, uint64_t *filled);
+int resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count, bool writable);
 void *fault_loop(void *arg);
 void *readahead_loop(void *arg);
 void readahead_forget(cdm_engine *e, cdm_region *r);
 
-/* The piece key of a page backed by a device frame: two pages share a key exactly when one mapping of
- * that node's arena can cover both (same file, contiguous offsets). The host identity mapping is key 0. */
-static inline uint64_t device_piece_key(int node, uint64_t frame, uint64_t page) {
-    return ((uint64_t)node << 56) | ((frame - page) & ((1ull << 56) - 1));
-}
+/* staging.c */
+int staging_discard(cdm_engine *e, uint64_t slot, uint64_t count);
+int staging_empty(cdm_engine *e, uint64_t slot, uint64_t count);
+void staging_recycle(cdm_engine *e, uint64_t slot, uint64_t count);
+uint64_t spare_take(cdm_engine *e, uint64_t want, uint64_t *slot);
+
+/* migrate.c */
+void fork_lock_init(void);
+bool engine_forked(const cdm_engine *e);
 
 static inline uint64_t region_word(cdm_region *r, uint64_t page) {
     return atomic_load_explicit(&r->pt[page], memory_order_acquire);
@@ -156,5 +215,15 @@ static inline bool region_cas(cdm_region *r, uint64_t page, uint64_t *expected, 
 }
 static inline void region_store(cdm_region *r, uint64_t page, uint64_t w) {
     atomic_store_explicit(&r->pt[page], w, memory_order_release);
+}
+static inline uint8_t *frame_addr(cdm_engine *e, int node, uint64_t frame) {
+    return e->nodes[node].arena + frame * PAGE;
+}
+static inline uint64_t now_ns(void);
+#include <time.h>
+static inline uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 #endif

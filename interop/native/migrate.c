@@ -1,310 +1,347 @@
-/* Migration, after migrate_vma, one batch per native call: prepare (claim, allocate, write-protect) ->
- * copy (copy engine, or pwrite into the host memfd) -> commit (claim per page, remap, re-register, release
- * the source, wake) -> retry the pages writers disturbed. */
+/* Migration with the kernel's migrate_vma semantics, one batch per native call. Each step claims pages
+ * (page-state CAS), detaches them (UFFDIO_MOVE out of the region: an accessor now faults and waits;
+ * the kernel refuses pages it holds pinned), copies them on the copy channels, attaches the destination
+ * (UFFDIO_MOVE of a device frame, or UFFDIO_COPY into a fresh host page; both wake the waiters) and
+ * releases the source. No frame or staging slot is reused while the kernel may still write its page. */
 #include <errno.h>
-#include <fcntl.h>
 #include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "internal.h"
 
-/* Where a run's bytes are read. Host pages are read through the region itself: its PTEs are populated
- * (the pages were touched, or a remap back to the host populated them) and stay readable while
- * write-protected; a second, unpopulated view of the memfd would take a fault every few pages (measured:
- * 2 MiB copies twice as slow). Device frames are read through the populated arena view. */
-static uint8_t *source_addr(cdm_region *r, int node, uint64_t page, uint64_t frame) {
-    return node == CDM_HOST_NODE ? r->base + page * PAGE : r->engine->nodes[node].view + frame * PAGE;
+/* fork(): migrations hold this for reading from detach to release, so a child is never made while a
+ * page sits detached in staging (the child would see a hole where the parent has data). */
+static pthread_rwlock_t fork_lock;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_lock_make(void) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* A stream of migrations must not starve fork. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+static void fork_prepare(void) { pthread_rwlock_wrlock(&fork_lock); }
+static void fork_parent(void) { pthread_rwlock_unlock(&fork_lock); }
+/* The child's thread has a new tid, so it cannot unlock the parent's write lock: it starts a new one. */
+static void fork_child(void) { fork_lock_make(); }
+static void fork_setup(void) {
+    fork_lock_make();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+void fork_lock_init(void) { pthread_once(&fork_once, fork_setup); }
+bool engine_forked(const cdm_engine *e) { return e->owner != getpid(); }
+
+/* Contiguous pages of one source, claimed together; index i covers region page first_page + i. */
+typedef struct mig_run {
+    uint64_t first_page, count, capacity;
+    int src;
+    uint64_t src_frame; /* device source: its first frame (frames are contiguous) */
+    uint64_t dst_frame; /* device target: its first frame */
+    uint64_t slot;      /* host source: its first staging slot */
+    uint64_t spare;     /* host target: its first spare host page, when has_spare */
+    bool has_spare;
+} mig_run;
+
+#define RUNS_PER_STEP 64
+
+static uint8_t *holder_addr(cdm_engine *e, const mig_run *run, uint64_t i) {
+    return run->src == CDM_HOST_NODE ? e->staging + (run->slot + i) * PAGE : frame_addr(e, run->src, run->src_frame + i);
 }
 
-/* Pages from p that could join one source run: resident off target, one source node, contiguous frames. */
-static uint64_t source_run_length(cdm_region *r, uint64_t p, uint64_t end, int target) {
+/* Pages from p that can join one run: resident off target, unpinned, one source, contiguous frames. */
+static uint64_t run_extent(cdm_region *r, uint64_t p, uint64_t end, int target) {
     uint64_t w0 = region_word(r, p), n = 0;
     for (uint64_t q = p; q < end; q++, n++) {
         uint64_t w = region_word(r, q);
-        if (PS_STATE(w) != PS_RESIDENT || PS_NODE(w) == target || PS_NODE(w) != PS_NODE(w0)) break;
+        if (PS_STATE(w) != PS_RESIDENT || PS_PINS(w) || PS_NODE(w) == target || PS_NODE(w) != PS_NODE(w0)) break;
         if (PS_NODE(w0) != CDM_HOST_NODE && PS_FRAME(w) != PS_FRAME(w0) + n) break;
     }
     return n;
 }
 
-static void run_close(cdm_region *r, cdm_run *run, uint64_t dst_capacity) {
-    if (run->dst_node != CDM_HOST_NODE && dst_capacity > run->page_count)
-        pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + run->page_count, dst_capacity - run->page_count);
+/* Gives back what a run allocated beyond index from. */
+static void run_trim(cdm_engine *e, mig_run *run, int target, uint64_t from) {
+    if (run->capacity <= from) return;
+    if (target != CDM_HOST_NODE) pool_free(&e->nodes[target].pool, run->dst_frame + from, run->capacity - from);
+    if (run->src == CDM_HOST_NODE) pool_free(&e->staging_pool, run->slot + from, run->capacity - from);
+    if (run->has_spare) staging_recycle(e, run->spare + from, run->capacity - from);
+    run->capacity = from;
 }
 
-/* Gives a page we claimed back to its source: after an abort, the writer's handler finishes first. */
-static void restore_page(cdm_region *r, uint64_t p) {
-    for (;;) {
-        uint64_t w = region_word(r, p);
-        unsigned s = PS_STATE(w);
-        if (s == PS_ABORTING) { sched_yield(); continue; }
-        if (s == PS_ABORTED) { region_store(r, p, PS_WITH_STATE(w, PS_RESIDENT)); return; }
-        if (region_cas(r, p, &w, PS_WITH_STATE(w, PS_RESIDENT))) return;
-    }
+/* Releases the claim of a page that never left the region. */
+static void unclaim(cdm_region *r, uint64_t p) {
+    uint64_t w = region_word(r, p);
+    region_store(r, p, PS_WITH_STATE(w, PS_RESIDENT));
 }
 
-/* Undoes pages [off, off+n) of a run: unprotect while still owning them, then restore and free. */
-static void cancel_run(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes,
-                       uint8_t outcome) {
-    uint64_t p = run->first_page + off;
-    uffd_write_protect(r->engine->uffd, r->base + p * PAGE, n * PAGE, false, true);
-    for (uint64_t k = 0; k < n; k++) {
-        restore_page(r, p + k);
-        outcomes[p + k - first] = outcome;
-    }
-    if (run->dst_node != CDM_HOST_NODE) pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + off, n);
-}
-
-/* Claims, allocates and write-protects up to count pages; returns pages processed (a prefix) or -errno. */
-static int64_t migrate_prepare(cdm_region *r, uint64_t first, uint64_t count, int32_t target, cdm_run *runs,
-                            uint32_t max_runs, uint32_t *run_count, uint8_t *outcomes) {
+/* Claims pages and opens runs; returns pages processed (a prefix of the span). */
+static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res,
+                      mig_run *runs, uint32_t *run_count, uint8_t *out) {
     cdm_engine *e = r->engine;
-    *run_count = 0;
-    uint64_t end = first + count, p = first, dst_capacity = 0;
-    cdm_run *run = NULL;
+    uint64_t end = first + count, p = first;
+    mig_run *run = NULL;
     uint32_t nr = 0;
     while (p < end) {
         uint64_t w = region_word(r, p);
         unsigned s = PS_STATE(w);
-        uint8_t *out = &outcomes[p - first];
+        uint8_t *o = &out[p - first];
+        bool joined = false;
         if (s == PS_EMPTY) {
             /* Nothing to copy: record the target so that the first touch lands there. */
             if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, 0))) continue;
-            *out = CDM_OUT_PLACED;
+            *o = CDM_OUT_PLACED;
         } else if (s == PS_RESIDENT && PS_NODE(w) == target) {
-            *out = CDM_OUT_ALREADY_THERE;
+            *o = CDM_OUT_ALREADY_THERE;
+        } else if (s == PS_RESIDENT && PS_PINS(w)) {
+            *o = CDM_OUT_PINNED;
+            atomic_fetch_add(&e->st.refused_pinned, 1);
         } else if (s == PS_RESIDENT) {
             int src = PS_NODE(w);
             uint64_t frame = PS_FRAME(w);
-            bool joins = run && run->src_node == src && p == run->first_page + run->page_count &&
-                         run->page_count < dst_capacity &&
-                         (src == CDM_HOST_NODE || frame == run->src_frame + run->page_count);
-            if (!joins) {
-                if (run) run_close(r, run, dst_capacity), run = NULL;
-                if (nr == max_runs) break;
-                uint64_t want = source_run_length(r, p, end, target), start = 0, got = want;
+            bool fits = run && run->src == src && p == run->first_page + run->count && run->count < run->capacity &&
+                        (src == CDM_HOST_NODE || frame == run->src_frame + run->count);
+            if (!fits) {
+                if (run) run_trim(e, run, target, run->count), run = NULL;
+                if (nr == RUNS_PER_STEP) break;
+                uint64_t want = run_extent(r, p, end, target), dst = 0, slot = 0, got = want;
+                if (want == 0) continue; /* changed under us: look again */
                 if (target != CDM_HOST_NODE) {
-                    uint64_t hint = UINT64_MAX;
-                    uint64_t prev = p > 0 ? region_word(r, p - 1) : 0;
+                    uint64_t hint = UINT64_MAX, prev = p > 0 ? region_word(r, p - 1) : 0;
                     if (p > 0 && PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == target) hint = PS_FRAME(prev) + 1;
-                    start = pool_alloc(&e->nodes[target].pool, want, hint, &got);
+                    dst = pool_alloc(&e->nodes[target].pool, want, hint, &got,
+                                     res && res->node == target ? res : NULL);
+                    if (got == 0) {
+                        *o = CDM_OUT_NO_CAPACITY;
+                        p++;
+                        continue;
+                    }
                 }
-                if (got == 0) {
-                    *out = CDM_OUT_NO_CAPACITY;
-                    p++;
-                    continue;
+                if (src == CDM_HOST_NODE) {
+                    uint64_t slots;
+                    slot = pool_alloc(&e->staging_pool, got, UINT64_MAX, &slots, NULL);
+                    if (slots < got && target != CDM_HOST_NODE) pool_free(&e->nodes[target].pool, dst + slots, got - slots);
+                    got = slots;
+                    if (got == 0) break; /* staging is busy with other migrations: end the step here */
                 }
+                uint64_t spare = 0, spares = target == CDM_HOST_NODE ? spare_take(e, got, &spare) : 0;
+                if (spares) got = spares;
                 run = &runs[nr++];
-                *run = (cdm_run){.first_page = p, .src_node = src, .src_frame = frame, .dst_node = target,
-                                 .dst_frame = start, .src_addr = source_addr(r, src, p, frame),
-                                 .dst_addr = target == CDM_HOST_NODE ? NULL : e->nodes[target].view + start * PAGE};
-                dst_capacity = got;
+                *run = (mig_run){.first_page = p, .capacity = got, .src = src, .src_frame = frame, .dst_frame = dst,
+                                 .slot = slot, .spare = spare, .has_spare = spares > 0};
             }
             if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
-            run->page_count++;
-            *out = CDM_OUT_PENDING;
+            run->count++;
+            *o = CDM_OUT_PENDING;
+            joined = true;
         } else {
-            *out = CDM_OUT_BUSY; /* being resolved or migrated by someone else */
+            *o = CDM_OUT_BUSY; /* being filled or migrated by someone else */
         }
-        if (*out != CDM_OUT_PENDING && run) run_close(r, run, dst_capacity), run = NULL;
+        if (!joined && run) run_trim(e, run, target, run->count), run = NULL;
         p++;
     }
-    if (run) run_close(r, run, dst_capacity);
-    /* Drop runs that ended up empty (a lost race right after opening). */
+    if (run) run_trim(e, run, target, run->count);
     uint32_t kept = 0;
-    for (uint32_t i = 0; i < nr; i++) {
-        if (runs[i].page_count == 0) continue;
-        runs[kept++] = runs[i];
+    for (uint32_t i = 0; i < nr; i++)
+        if (runs[i].count) runs[kept++] = runs[i];
+    *run_count = kept;
+    return p - first;
+}
+
+/* The kernel refused to move a page out (EBUSY): pinned by the kernel, or shared copy-on-write with a
+ * forked child (pagemap: present but not exclusively mapped). */
+static uint8_t refusal(cdm_engine *e, uint8_t *addr) {
+    uint64_t entry;
+    if (e->pagemap_fd >= 0 && pread(e->pagemap_fd, &entry, sizeof entry, (off_t)((uint64_t)addr / PAGE * 8)) == 8 &&
+        ((entry >> 63) & 1) && !((entry >> 56) & 1)) {
+        atomic_fetch_add(&e->st.refused_shared, 1);
+        return CDM_OUT_SHARED;
     }
-    nr = kept;
-    /* Protect after claiming: a write before this point lands in the source and the copy sees it. */
-    for (uint32_t i = 0; i < nr; i++) {
-        cdm_run *ru = &runs[i];
-        int rc = uffd_write_protect(e->uffd, r->base + ru->first_page * PAGE, ru->page_count * PAGE, true, false);
-        if (rc < 0) {
-            for (uint32_t k = 0; k < nr; k++) cancel_run(r, &runs[k], 0, runs[k].page_count, first, outcomes, CDM_OUT_FAILED);
-            return rc;
-        }
-    }
-    *run_count = nr;
-    return (int64_t)(p - first);
+    atomic_fetch_add(&e->st.refused_pinned, 1);
+    return CDM_OUT_PINNED;
 }
 
-/* Host ranges a commit moved off the host, released together at its end. */
-typedef struct host_releases {
-    uint64_t first[64], count[64];
-    uint32_t n;
-} host_releases;
-
-static void punch(cdm_region *r, uint64_t first, uint64_t count) {
-    fallocate(r->host_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(first * PAGE), (off_t)(count * PAGE));
-}
-
-static void release_later(cdm_region *r, host_releases *h, uint64_t first, uint64_t count) {
-    if (h->n == 64) punch(r, first, count);
-    else h->first[h->n] = first, h->count[h->n++] = count;
-}
-
-/* Releases the recorded ranges: with one punch over their whole span when every page in it is off the
- * host (then the span holds no host data), else range by range. Untouched or faulting pages fail the
- * test: a first touch may be filling their host page right now. Caller holds remap_lock. */
-static void release_host_pages(cdm_region *r, host_releases *h) {
-    if (h->n == 0) return;
-    uint64_t lo = h->first[0], hi = h->first[h->n - 1] + h->count[h->n - 1];
-    bool whole = h->n > 1;
-    for (uint64_t p = lo; whole && p < hi; p++) {
-        uint64_t w = region_word(r, p);
-        whole = PS_STATE(w) != PS_EMPTY && PS_STATE(w) != PS_FAULTING && PS_NODE(w) != CDM_HOST_NODE;
-    }
-    if (whole) punch(r, lo, hi - lo);
-    else for (uint32_t i = 0; i < h->n; i++) punch(r, h->first[i], h->count[i]);
-    h->n = 0;
-}
-
-/* Remaps claimed pages [off, off+n) of a run to their copies; the commit wakes their writers once at the end. */
-static int commit_pages(cdm_region *r, cdm_run *run, uint64_t off, uint64_t n, uint64_t first, uint8_t *outcomes,
-                        host_releases *releases) {
+/* Moves a run's pages out of the region into their holders; detached pages keep CDM_OUT_PENDING, the
+ * others get their outcome and stay as they were. */
+static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
     cdm_engine *e = r->engine;
-    uint64_t p = run->first_page + off, dst_frame = run->dst_frame + off;
-    int dst = run->dst_node, src = run->src_node;
-    uint64_t key = dst == CDM_HOST_NODE ? 0 : device_piece_key(dst, dst_frame, p);
-    int64_t delta = pieces_delta(r, p, n, key);
-    if (delta > 0 && !budget_take(e, delta)) {
-        atomic_fetch_add(&e->st.budget_refusals, 1);
-        cancel_run(r, run, off, n, first, outcomes, CDM_OUT_MAPPING_BUDGET);
-        return 0;
+    bool single = false;
+    for (uint64_t i = 0; i < run->count;) {
+        uint64_t n = single ? 1 : run->count - i, moved;
+        uint8_t *at = r->base + (run->first_page + i) * PAGE, *holder = holder_addr(e, run, i);
+        int rc = uffd_move(e, holder, at, n * PAGE, false, &moved);
+        i += moved / PAGE;
+        if (rc == 0 || rc == -EAGAIN) continue;
+        uint64_t p = run->first_page + i;
+        uint8_t *o = &out[i];
+        if (rc == -EBUSY) {
+            *o = refusal(e, r->base + p * PAGE);
+        } else if (rc == -ENOENT && single) {
+            /* The user discarded it while we held it: it reads zeros again; wake whoever waits. */
+            uint64_t filled;
+            if (fill_zero(e, r->base + p * PAGE, 1, true, &filled) == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE);
+            *o = CDM_OUT_BUSY;
+        } else if ((rc == -ENOENT || rc == -EINVAL || rc == -EEXIST) && !single) {
+            single = true; /* a boundary the user made inside the run, or one occupied holder */
+            continue;
+        } else if (rc == -EEXIST && run->src == CDM_HOST_NODE && staging_empty(e, run->slot + i, 1) == 0) {
+            continue; /* a holder slot a failure left populated: emptied, try again */
+        } else {
+            *o = CDM_OUT_FAILED;
+        }
+        unclaim(r, p);
+        i++;
     }
-    /* Back on the host, populate the PTEs from the pages just written: the next migration reads its
-     * source through them (a fault every few pages otherwise, measured 2.7x slower for 2 MiB). */
-    int rc = map_backing(r, p, n, dst, dst_frame, dst == CDM_HOST_NODE);
-    if (rc < 0) {
-        if (delta > 0) budget_take(e, -delta);
-        /* MAP_FIXED may have unmapped the old piece before failing: map the source back. */
-        map_backing(r, p, n, src, run->src_frame + off, false);
-        cancel_run(r, run, off, n, first, outcomes, CDM_OUT_FAILED);
-        return rc;
-    }
-    if (delta < 0) budget_take(e, delta);
-    r->pieces += delta;
-    for (uint64_t k = 0; k < n; k++) {
-        region_store(r, p + k, PS_MAKE(PS_RESIDENT, dst, dst == CDM_HOST_NODE ? 0 : dst_frame + k));
-        outcomes[p + k - first] = CDM_OUT_MIGRATED;
-    }
-    if (src == CDM_HOST_NODE) {
-        release_later(r, releases, p, n);
-        atomic_fetch_sub(&r->host_pages, n);
-        atomic_fetch_sub(&e->host_pages, n);
-    } else {
-        pool_free(&e->nodes[src].pool, run->src_frame + off, n);
-        atomic_fetch_sub(&r->device_pages, n);
-    }
-    if (dst == CDM_HOST_NODE) {
-        atomic_fetch_add(&r->host_pages, n);
-        atomic_fetch_add(&e->host_pages, n);
-    } else {
-        atomic_fetch_add(&r->device_pages, n);
-    }
-    atomic_fetch_add(&e->st.migrated, n);
-    return 0;
 }
 
-/* Commits copied runs; outcomes is indexed from the prepare call's first page. */
-static int migrate_commit(cdm_region *r, uint64_t first, cdm_run *runs, uint32_t run_count, uint8_t *outcomes) {
-    int err = 0;
-    host_releases releases = {.n = 0};
-    pthread_mutex_lock(&r->remap_lock);
-    for (uint32_t i = 0; i < run_count; i++) {
-        cdm_run *run = &runs[i];
-        uint64_t k = 0;
-        while (k < run->page_count) {
-            /* Claim the longest stretch no writer disturbed; a disturbed page splits the run. */
-            uint64_t j = k;
-            for (; j < run->page_count; j++) {
-                uint64_t w = region_word(r, run->first_page + j);
-                if (PS_STATE(w) != PS_MIGRATING || !region_cas(r, run->first_page + j, &w, PS_WITH_STATE(w, PS_COMMITTING)))
-                    break;
-            }
-            if (j > k) {
-                int rc = commit_pages(r, run, k, j - k, first, outcomes, &releases);
-                if (rc < 0 && !err) err = rc;
-            }
-            if (j < run->page_count) {
-                uint64_t p = run->first_page + j;
-                restore_page(r, p);
-                outcomes[p - first] = CDM_OUT_BUSY;
-                if (run->dst_node != CDM_HOST_NODE) pool_free(&r->engine->nodes[run->dst_node].pool, run->dst_frame + j, 1);
-                j++;
-            }
-            k = j;
+/* Puts a detached page back where it was, by moving its holder back (or copying it back); the kernel
+ * refusing both can only be a transient shortage, so this insists. Wakes the page's waiters. */
+static void restore(cdm_region *r, mig_run *run, uint64_t i) {
+    cdm_engine *e = r->engine;
+    uint8_t *at = r->base + (run->first_page + i) * PAGE, *holder = holder_addr(e, run, i);
+    for (unsigned attempt = 0;; attempt++) {
+        uint64_t done;
+        int rc = uffd_move(e, at, holder, PAGE, true, &done);
+        if (rc == 0 || rc == -EEXIST) break;
+        rc = uffd_copy(e, at, holder, PAGE, &done);
+        if (rc == 0 || rc == -EEXIST) {
+            /* The holder keeps a copy: a staging slot must be a hole again before it is freed. */
+            if (run->src == CDM_HOST_NODE) staging_empty(e, run->slot + i, 1); /* release_run frees the slot */
+            break;
+        }
+        usleep(attempt < 10 ? 100 : 10000);
+    }
+    unclaim(r, run->first_page + i);
+    atomic_fetch_add(&e->st.aborted, 1);
+}
+
+/* Copies and attaches the detached stretches of a run. Pages that could not be attached are restored
+ * and reported failed. */
+static void copy_and_attach(cdm_region *r, mig_run *run, int target, uint8_t *out, uint64_t *ns_copy, uint64_t *ns_attach) {
+    cdm_engine *e = r->engine;
+    for (uint64_t a = 0; a < run->count;) {
+        if (out[a] != CDM_OUT_PENDING) { a++; continue; }
+        uint64_t b = a;
+        while (b < run->count && out[b] == CDM_OUT_PENDING) b++;
+        uint8_t *holder = holder_addr(e, run, a);
+        uint64_t t0 = now_ns(), i = a;
+        /* Into a device frame, or a spare host page; without a spare, UFFDIO_COPY copies as it attaches. */
+        if (target != CDM_HOST_NODE) channels_copy(&e->copy, frame_addr(e, target, run->dst_frame + a), holder, (b - a) * PAGE);
+        else if (run->has_spare) channels_copy(&e->copy, e->staging + (run->spare + a) * PAGE, holder, (b - a) * PAGE);
+        uint64_t t1 = now_ns();
+        while (i < b) {
+            uint64_t done;
+            uint8_t *at = r->base + (run->first_page + i) * PAGE;
+            int rc = target != CDM_HOST_NODE ? uffd_move(e, at, frame_addr(e, target, run->dst_frame + i), (b - i) * PAGE, true, &done)
+                     : run->has_spare ? uffd_move(e, at, e->staging + (run->spare + i) * PAGE, (b - i) * PAGE, true, &done)
+                                      : uffd_copy(e, at, holder_addr(e, run, i), (b - i) * PAGE, &done);
+            i += done / PAGE;
+            if (rc == 0 || rc == -EAGAIN) continue;
+            out[i] = CDM_OUT_FAILED;
+            restore(r, run, i);
+            i++;
+        }
+        *ns_copy += t1 - t0;
+        *ns_attach += now_ns() - t1;
+        atomic_fetch_add(&e->st.bytes_copied, (b - a) * PAGE);
+        a = b;
+    }
+}
+
+/* Publishes attached pages, frees every source and every unused destination, and counts. */
+static void release_run(cdm_region *r, mig_run *run, int target, uint8_t *out) {
+    cdm_engine *e = r->engine;
+    uint64_t moved = 0;
+    for (uint64_t i = 0; i < run->count; i++) {
+        uint64_t p = run->first_page + i;
+        if (out[i] == CDM_OUT_PENDING) {
+            region_store(r, p, PS_MAKE(PS_RESIDENT, target, target == CDM_HOST_NODE ? 0 : run->dst_frame + i));
+            out[i] = CDM_OUT_MIGRATED;
+            moved++;
+            if (run->src != CDM_HOST_NODE) pool_free(&e->nodes[run->src].pool, run->src_frame + i, 1);
+        } else if (target != CDM_HOST_NODE) {
+            pool_free(&e->nodes[target].pool, run->dst_frame + i, 1); /* its slot still holds a page */
         }
     }
-    release_host_pages(r, &releases);
-    /* One wake for every writer blocked on a committed page (a wake where none waits is harmless). */
-    if (run_count > 0) {
-        uint64_t lo = runs[0].first_page, hi = runs[run_count - 1].first_page + runs[run_count - 1].page_count;
-        uffd_wake(r->engine->uffd, r->base + lo * PAGE, (hi - lo) * PAGE);
+    /* Spares moved into the region left holes; unused ones still hold their pages. */
+    for (uint64_t i = 0; run->has_spare && i < run->count; i++) {
+        if (out[i] == CDM_OUT_MIGRATED) pool_free(&e->staging_pool, run->spare + i, 1);
+        else staging_recycle(e, run->spare + i, 1);
     }
-    pthread_mutex_unlock(&r->remap_lock);
-    return err;
+    if (run->src == CDM_HOST_NODE) {
+        /* Slots of migrated pages hold the old host pages: spares for later device-to-host moves. The
+         * others are holes again (never detached, or put back). */
+        for (uint64_t i = 0; i < run->count;) {
+            uint64_t j = i;
+            bool migrated = out[i] == CDM_OUT_MIGRATED;
+            while (j < run->count && (out[j] == CDM_OUT_MIGRATED) == migrated) j++;
+            if (migrated) staging_recycle(e, run->slot + i, j - i);
+            else pool_free(&e->staging_pool, run->slot + i, j - i);
+            i = j;
+        }
+        atomic_fetch_sub(&r->host_pages, moved);
+        atomic_fetch_sub(&e->host_pages, moved);
+    } else {
+        atomic_fetch_sub(&r->device_pages, moved);
+    }
+    if (target == CDM_HOST_NODE) {
+        atomic_fetch_add(&r->host_pages, moved);
+        atomic_fetch_add(&e->host_pages, moved);
+    } else {
+        atomic_fetch_add(&r->device_pages, moved);
+    }
+    atomic_fetch_add(&e->st.migrated, moved);
 }
 
-/* Copies one run to its destination. Host pages are written into the host memfd with pwrite: the kernel
- * fills its page cache directly, 2.4x faster here than copying through a view whose PTEs the source's
- * release zapped (a write fault per page). Device frames are populated: the copy engine streams there. */
-static int copy_run(cdm_region *r, const cdm_run *run) {
-    uint64_t bytes = run->page_count * PAGE;
-    if (run->dst_node != CDM_HOST_NODE) {
-        channels_copy(&r->engine->copy, run->dst_addr, run->src_addr, bytes);
-        return 0;
-    }
-    for (uint64_t done = 0; done < bytes;) {
-        ssize_t n = pwrite(r->host_fd, run->src_addr + done, bytes - done, (off_t)(run->first_page * PAGE + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return n < 0 ? -errno : -EIO;
-        done += (uint64_t)n;
-    }
-    return 0;
+/* One step: claim, detach, copy, attach, release. Returns pages processed. */
+static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint8_t *out) {
+    cdm_engine *e = r->engine;
+    mig_run runs[RUNS_PER_STEP];
+    uint32_t nr;
+    uint64_t processed = claim(r, first, count, target, res, runs, &nr, out);
+    pthread_rwlock_rdlock(&fork_lock);
+    uint64_t t0 = now_ns(), ns_copy = 0, ns_attach = 0;
+    for (uint32_t i = 0; i < nr; i++) detach_run(r, &runs[i], out + (runs[i].first_page - first));
+    uint64_t t1 = now_ns();
+    for (uint32_t i = 0; i < nr; i++) copy_and_attach(r, &runs[i], target, out + (runs[i].first_page - first), &ns_copy, &ns_attach);
+    uint64_t t2 = now_ns();
+    for (uint32_t i = 0; i < nr; i++) release_run(r, &runs[i], target, out + (runs[i].first_page - first));
+    pthread_rwlock_unlock(&fork_lock);
+    atomic_fetch_add(&e->st.ns_detach, t1 - t0);
+    atomic_fetch_add(&e->st.ns_copy, ns_copy);
+    atomic_fetch_add(&e->st.ns_attach, ns_attach);
+    atomic_fetch_add(&e->st.ns_release, now_ns() - t2);
+    return processed;
 }
 
-/* Prepare, copy, commit until every page of the span has an outcome. */
-static int migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, uint8_t *outcomes, uint64_t *bytes) {
-    enum { RUNS_PER_STEP = 64 };
-    cdm_run runs[RUNS_PER_STEP];
+static void migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint8_t *out) {
     for (uint64_t done = 0; done < count;) {
-        uint32_t nr;
-        int64_t processed = migrate_prepare(r, first + done, count - done, target, runs, RUNS_PER_STEP, &nr, outcomes + done);
-        if (processed < 0) return (int)processed;
-        for (uint32_t i = 0; i < nr; i++) {
-            int rc = copy_run(r, &runs[i]);
-            if (rc < 0) {
-                /* Nothing was remapped yet: give every claimed page of this step back to its source. */
-                for (uint32_t k = 0; k < nr; k++) cancel_run(r, &runs[k], 0, runs[k].page_count, first + done, outcomes + done, CDM_OUT_FAILED);
-                return rc;
-            }
-            *bytes += runs[i].page_count * PAGE;
-        }
-        int rc = migrate_commit(r, first + done, runs, nr, outcomes + done);
-        if (rc < 0) return rc;
-        done += (uint64_t)processed;
+        uint64_t n = migrate_step(r, first + done, count - done, target, res, out + done);
+        if (n == 0) sched_yield(); /* staging full with other migrations' pages: they free it within a step */
+        done += n;
     }
-    return 0;
 }
 
 int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
-                      uint8_t *outcomes, uint64_t *bytes_copied) {
-    *bytes_copied = 0;
-    if (target < 0 || target >= r->engine->node_count || first > r->pages || count > r->pages - first) return -EINVAL;
-    int rc = migrate_span(r, first, count, target, outcomes, bytes_copied);
-    for (uint32_t attempt = 0; rc == 0 && attempt < busy_retries; attempt++) {
+                      cdm_reservation *res, uint8_t *outcomes) {
+    cdm_engine *e = r->engine;
+    if (engine_forked(e)) return CDM_E_FORKED;
+    if (target < 0 || target >= atomic_load(&e->node_count) || first > r->pages || count > r->pages - first) return -EINVAL;
+    memset(outcomes, CDM_OUT_NONE, count);
+    migrate_span(r, first, count, target, res, outcomes);
+    for (uint32_t attempt = 0; attempt < busy_retries; attempt++) {
         bool any = false;
-        for (uint64_t i = 0; i < count && rc == 0;) {
+        for (uint64_t i = 0; i < count;) {
             if (outcomes[i] != CDM_OUT_BUSY) { i++; continue; }
             uint64_t j = i;
             while (j < count && outcomes[j] == CDM_OUT_BUSY) j++;
-            rc = migrate_span(r, first + i, j - i, target, outcomes + i, bytes_copied);
+            if (attempt > 0) sched_yield(); /* let the filler or the other migration finish */
+            migrate_span(r, first + i, j - i, target, res, outcomes + i);
             any = true;
             i = j;
         }
         if (!any) break;
     }
-    return rc;
+    return 0;
 }

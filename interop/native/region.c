@@ -1,14 +1,15 @@
-/* Regions: reserved ranges over a host memfd, their page-state tables and mapping accounting. */
+/* Regions: reserved anonymous ranges, their page-state tables, the lookup table the fault thread uses,
+ * residency and pins. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include "internal.h"
 
-/* Mappings a region holds besides the pieces of its range: the page-state table. */
-#define REGION_FIXED_MAPPINGS 1
+/* Mappings a region holds: its range and its page-state table. */
+#define REGION_MAPPINGS 2
 
 bool budget_take(cdm_engine *e, int64_t delta) {
     uint64_t cur = atomic_load(&e->mappings_in_use);
@@ -19,59 +20,69 @@ bool budget_take(cdm_engine *e, int64_t delta) {
     }
 }
 
-/* Pages share a key exactly when one mapping can cover both: same file, offsets contiguous. */
-uint64_t piece_key(const cdm_region *r, uint64_t page, uint64_t w) {
-    (void)r;
-    unsigned s = PS_STATE(w);
-    if (s == PS_EMPTY || s == PS_FAULTING || PS_NODE(w) == CDM_HOST_NODE) return 0;
-    return device_piece_key(PS_NODE(w), PS_FRAME(w), page);
-}
-
-/* Change in the piece count if [first, first+count) were mapped with one key. Caller holds remap_lock. */
-int64_t pieces_delta(cdm_region *r, uint64_t first, uint64_t count, uint64_t new_key) {
-    uint64_t end = first + count;
-    int64_t before = 0, after = 0;
-    uint64_t lo = first > 0 ? first : 1, hi = end < r->pages ? end : r->pages - 1;
-    uint64_t prev = lo > 0 ? piece_key(r, lo - 1, region_word(r, lo - 1)) : 0;
-    for (uint64_t i = lo; i <= hi && i < r->pages; i++) {
-        uint64_t k = piece_key(r, i, region_word(r, i));
-        before += k != prev;
-        prev = k;
+/* Index of the first region whose base is above addr. Caller holds regions_lock. */
+static int upper_bound(cdm_engine *e, uint64_t addr) {
+    int lo = 0, hi = e->region_count;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if ((uint64_t)e->regions[mid]->base <= addr) lo = mid + 1;
+        else hi = mid;
     }
-    if (first > 0) after += new_key != piece_key(r, first - 1, region_word(r, first - 1));
-    if (end < r->pages) after += new_key != piece_key(r, end, region_word(r, end));
-    return after - before;
+    return lo;
 }
 
-/* Maps [first, first+count) of the region from node's arena and registers it; the caller wakes.
- * populate installs PTEs now: only for pages all present in the arena, since populating a hole before
- * the piece is registered would create a page behind the page-state table's back. */
-int map_backing(cdm_region *r, uint64_t first, uint64_t count, int node, uint64_t frame, bool populate) {
-    cdm_engine *e = r->engine;
-    int fd = node == CDM_HOST_NODE ? r->host_fd : e->nodes[node].fd;
-    off_t off = (off_t)((node == CDM_HOST_NODE ? first : frame) * PAGE);
-    void *addr = r->base + first * PAGE;
-    int flags = MAP_SHARED | MAP_FIXED | MAP_NORESERVE | (populate ? MAP_POPULATE : 0);
-    if (mmap(addr, count * PAGE, PROT_READ | PROT_WRITE, flags, fd, off) == MAP_FAILED)
-        return -errno;
-    /* MAP_FIXED dropped the registration of this piece; without it a missing page would silently zero-fill. */
-    return uffd_register(e->uffd, addr, count * PAGE);
-}
-
-cdm_region *engine_find_region(cdm_engine *e, uint64_t addr) {
-    for (int i = 0; i < e->region_count; i++) {
-        cdm_region *r = e->regions[i];
-        if (addr >= (uint64_t)r->base && addr < (uint64_t)r->base + r->size) return r;
+cdm_region *region_get(cdm_engine *e, uint64_t addr) {
+    pthread_rwlock_rdlock(&e->regions_lock);
+    int i = upper_bound(e, addr) - 1;
+    cdm_region *r = NULL;
+    if (i >= 0 && addr < (uint64_t)e->regions[i]->base + e->regions[i]->size) {
+        r = e->regions[i];
+        atomic_fetch_add(&r->refs, 1);
     }
-    return NULL;
+    pthread_rwlock_unlock(&e->regions_lock);
+    return r;
+}
+
+void region_put(cdm_region *r) { atomic_fetch_sub_explicit(&r->refs, 1, memory_order_release); }
+
+static int table_insert(cdm_engine *e, cdm_region *r) {
+    pthread_rwlock_wrlock(&e->regions_lock);
+    if (e->region_count == e->region_capacity) {
+        int cap = e->region_capacity ? e->region_capacity * 2 : 64;
+        cdm_region **grown = realloc(e->regions, (size_t)cap * sizeof *grown);
+        if (!grown) {
+            pthread_rwlock_unlock(&e->regions_lock);
+            return -ENOMEM;
+        }
+        e->regions = grown;
+        e->region_capacity = cap;
+    }
+    int at = upper_bound(e, (uint64_t)r->base);
+    memmove(&e->regions[at + 1], &e->regions[at], (size_t)(e->region_count - at) * sizeof *e->regions);
+    e->regions[at] = r;
+    e->region_count++;
+    pthread_rwlock_unlock(&e->regions_lock);
+    return 0;
+}
+
+static void table_remove(cdm_engine *e, cdm_region *r) {
+    pthread_rwlock_wrlock(&e->regions_lock);
+    for (int i = 0; i < e->region_count; i++)
+        if (e->regions[i] == r) {
+            memmove(&e->regions[i], &e->regions[i + 1], (size_t)(e->region_count - i - 1) * sizeof *e->regions);
+            e->region_count--;
+            break;
+        }
+    pthread_rwlock_unlock(&e->regions_lock);
 }
 
 int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t fault_around,
                       uint32_t readahead_pages, cdm_region **out, uint64_t *base) {
     *out = NULL;
-    if (size == 0 || size % PAGE || placement < 0 || placement >= e->node_count) return -EINVAL;
+    if (engine_forked(e)) return CDM_E_FORKED;
+    if (size == 0 || size % PAGE || placement < 0 || placement >= atomic_load(&e->node_count)) return -EINVAL;
     if (fault_around == 0) fault_around = 1;
-    if (!budget_take(e, 1 + REGION_FIXED_MAPPINGS)) return CDM_E_MAPPING_BUDGET;
+    if (!budget_take(e, REGION_MAPPINGS)) return CDM_E_MAPPING_BUDGET;
     cdm_region *r = calloc(1, sizeof *r);
     int rc = -ENOMEM;
     if (!r) goto fail;
@@ -81,28 +92,20 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     r->placement = placement;
     r->fault_around = fault_around;
     r->readahead = readahead_pages;
-    r->pieces = 1;
-    r->host_fd = -1;
     r->base = MAP_FAILED;
     r->pt = MAP_FAILED;
-    pthread_mutex_init(&r->remap_lock, NULL);
-    r->host_fd = memfd_create("cdm-host-arena", MFD_CLOEXEC);
-    if (r->host_fd < 0 || ftruncate(r->host_fd, (off_t)size) < 0) { rc = -errno; goto fail; }
-    int prot = PROT_READ | PROT_WRITE, flags = MAP_SHARED | MAP_NORESERVE;
-    r->base = mmap(NULL, size, prot, flags, r->host_fd, 0);
+    r->base = sys_mmap(e, size, 0);
     if (r->base == MAP_FAILED) { rc = -errno; goto fail; }
-    r->pt = mmap(NULL, r->pages * sizeof(uint64_t), prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    r->pt = sys_mmap(e, r->pages * sizeof(uint64_t), 0);
     if (r->pt == MAP_FAILED) { rc = -errno; goto fail; }
-    if ((rc = uffd_register(e->uffd, r->base, size)) < 0) goto fail;
-    pthread_rwlock_wrlock(&e->regions_lock);
-    if (e->region_count == MAX_REGIONS) {
-        pthread_rwlock_unlock(&e->regions_lock);
-        uffd_unregister(e->uffd, r->base, size);
-        rc = -EMFILE;
+    /* 4 KiB pages: the engine fills and moves single pages, and a THP would be split by the first. */
+    if ((rc = sys_madvise(e, r->base, size, MADV_NOHUGEPAGE)) < 0) goto fail;
+    if (e->locked && (rc = sys_lock_on_fault(e, r->base, size)) < 0) goto fail;
+    if ((rc = uffd_register(e, r->base, size)) < 0) goto fail;
+    if ((rc = table_insert(e, r)) < 0) {
+        uffd_unregister(e, r->base, size);
         goto fail;
     }
-    e->regions[e->region_count++] = r;
-    pthread_rwlock_unlock(&e->regions_lock);
     *out = r;
     *base = (uint64_t)r->base;
     return 0;
@@ -110,69 +113,112 @@ fail:
     if (r) {
         if (r->pt != MAP_FAILED) munmap((void *)r->pt, r->pages * sizeof(uint64_t));
         if (r->base != MAP_FAILED) munmap(r->base, size);
-        if (r->host_fd >= 0) close(r->host_fd);
-        pthread_mutex_destroy(&r->remap_lock);
         free(r);
     }
-    budget_take(e, -(1 + REGION_FIXED_MAPPINGS));
+    budget_take(e, -REGION_MAPPINGS);
     return rc;
 }
 
-/* Returns every device frame the region holds to its node, coalescing contiguous frames. */
+/* Returns every device frame the region holds to its node. The frames' pages are in the region (the
+ * arena slots are holes): each is moved back into its slot, or the slot is filled with a fresh zero
+ * page, so that a free frame's slot always holds a page. Runs before the region is unmapped. */
 static void release_device_frames(cdm_region *r) {
     cdm_engine *e = r->engine;
-    int run_node = -1;
-    uint64_t run_start = 0, run_len = 0;
     for (uint64_t p = 0; p < r->pages && atomic_load(&r->device_pages) > 0; p++) {
         uint64_t w = region_word(r, p);
-        int node = PS_STATE(w) == PS_EMPTY || PS_STATE(w) == PS_FAULTING ? CDM_HOST_NODE : PS_NODE(w);
-        if (node != CDM_HOST_NODE && node == run_node && PS_FRAME(w) == run_start + run_len) {
-            run_len++;
-            continue;
+        unsigned s = PS_STATE(w);
+        if (s == PS_EMPTY || s == PS_FAULTING || PS_NODE(w) == CDM_HOST_NODE) continue;
+        uint64_t n = 1, frame = PS_FRAME(w);
+        int node = PS_NODE(w);
+        while (p + n < r->pages) {
+            uint64_t wn = region_word(r, p + n);
+            if (PS_STATE(wn) < PS_RESIDENT || PS_NODE(wn) != node || PS_FRAME(wn) != frame + n) break;
+            n++;
         }
-        if (run_len) pool_free(&e->nodes[run_node].pool, run_start, run_len), atomic_fetch_sub(&r->device_pages, run_len);
-        run_node = node;
-        run_start = PS_FRAME(w);
-        run_len = node != CDM_HOST_NODE;
+        uint8_t *slot = frame_addr(e, node, frame);
+        uint64_t moved = 0;
+        int rc = e->owner == getpid() ? uffd_move(e, slot, r->base + p * PAGE, n * PAGE, false, &moved) : -ESRCH;
+        for (uint64_t k = moved / PAGE; rc < 0 && k < n; k++) {
+            /* Moved out only in part (a discarded page, a split area): the rest get fresh pages. */
+            uint64_t one;
+            uint64_t got = 0;
+            if (uffd_move(e, slot + k * PAGE, r->base + (p + k) * PAGE, PAGE, false, &one) < 0)
+                uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, &got);
+        }
+        pool_free(&e->nodes[node].pool, frame, n);
+        atomic_fetch_sub(&r->device_pages, n);
+        p += n - 1;
     }
-    if (run_len) pool_free(&e->nodes[run_node].pool, run_start, run_len), atomic_fetch_sub(&r->device_pages, run_len);
 }
 
 int cdm_region_destroy(cdm_region *r) {
     cdm_engine *e = r->engine;
-    pthread_rwlock_wrlock(&e->regions_lock);
-    for (int i = 0; i < e->region_count; i++)
-        if (e->regions[i] == r) {
-            e->regions[i] = e->regions[--e->region_count];
-            break;
-        }
+    table_remove(e, r);
     readahead_forget(e, r);
-    pthread_rwlock_unlock(&e->regions_lock);
-    /* Unregistering wakes every thread blocked on this range; they retry on a plain mapping. */
-    uffd_unregister(e->uffd, r->base, r->size);
+    /* The fault and readahead threads hold a reference only for one short step. */
+    while (atomic_load_explicit(&r->refs, memory_order_acquire) > 0) sched_yield();
     release_device_frames(r);
+    /* Unregistering wakes every thread blocked on this range; they retry on plain anonymous memory. */
+    uffd_unregister(e, r->base, r->size);
     atomic_fetch_sub(&e->host_pages, r->host_pages);
     munmap(r->base, r->size);
     munmap((void *)r->pt, r->pages * sizeof(uint64_t));
-    close(r->host_fd);
-    budget_take(e, -(int64_t)(r->pieces + REGION_FIXED_MAPPINGS));
-    pthread_mutex_destroy(&r->remap_lock);
+    budget_take(e, -REGION_MAPPINGS);
     free(r);
     return 0;
 }
 
+/* A page being filled is reported on the node it is filled on: it may be readable already. */
 int cdm_region_residency(cdm_region *r, uint64_t first, uint64_t count, int8_t *nodes) {
     if (first > r->pages || count > r->pages - first) return -EINVAL;
     for (uint64_t i = 0; i < count; i++) {
         uint64_t w = region_word(r, first + i);
-        nodes[i] = (PS_STATE(w) == PS_EMPTY || PS_STATE(w) == PS_FAULTING) ? -1 : (int8_t)PS_NODE(w);
+        nodes[i] = PS_STATE(w) == PS_EMPTY ? -1 : (int8_t)PS_NODE(w);
     }
     return 0;
 }
 
-uint64_t cdm_region_pieces(cdm_region *r) {
-    pthread_mutex_lock(&r->remap_lock);
-    uint64_t n = r->pieces;
-    pthread_mutex_unlock(&r->remap_lock);
-    return n;
+static void unpin_pages(cdm_region *r, uint64_t first, uint64_t count) {
+    for (uint64_t p = first; p < first + count; p++) {
+        uint64_t w = region_word(r, p);
+        while (PS_PINS(w) > 0 && !region_cas(r, p, &w, w - PS_PIN_ONE)) {}
+    }
+}
+
+/* Resolves the range and takes one pin on each page: migrations then report them Pinned and leave them
+ * mapped where they are, so system calls may read and write them in any fault mode. */
+int cdm_region_pin(cdm_region *r, uint64_t first, uint64_t count) {
+    if (engine_forked(r->engine)) return CDM_E_FORKED;
+    if (first > r->pages || count > r->pages - first) return -EINVAL;
+    for (uint64_t p = first; p < first + count;) {
+        uint64_t w = region_word(r, p);
+        switch (PS_STATE(w)) {
+        case PS_EMPTY: {
+            uint64_t end = p + ZERO_CHUNK_PAGES < first + count ? p + ZERO_CHUNK_PAGES : first + count;
+            int rc = resolve_first_touch(r, p, end - p, true);
+            if (rc < 0) {
+                unpin_pages(r, first, p - first);
+                return rc;
+            }
+            continue;
+        }
+        case PS_RESIDENT:
+            if (PS_PINS(w) == CDM_MAX_PINS) {
+                unpin_pages(r, first, p - first);
+                return CDM_E_PINNED;
+            }
+            if (region_cas(r, p, &w, w + PS_PIN_ONE)) p++;
+            continue;
+        default:
+            sched_yield(); /* being filled or migrated: a bounded native step */
+            continue;
+        }
+    }
+    return 0;
+}
+
+int cdm_region_unpin(cdm_region *r, uint64_t first, uint64_t count) {
+    if (first > r->pages || count > r->pages - first) return -EINVAL;
+    unpin_pages(r, first, count);
+    return 0;
 }

@@ -1,4 +1,5 @@
-/* First-touch resolution and the native fault-service loop. Nothing here ever calls managed code. */
+/* First-touch resolution and the native fault-service loop. Nothing here ever calls managed code, and
+ * the fault thread never waits for another resolver: whoever fills a page wakes its waiters. */
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
@@ -11,76 +12,114 @@ static inline int empty_target(const cdm_region *r, uint64_t w) {
     return n ? n - 1 : r->placement;
 }
 
-/* Maps device frames for claimed pages [s, s+n); returns how many pages got device frames. */
+/* Fills [addr, +pages) with zeros and wakes its waiters: real pages for writers (UFFDIO_COPY from the
+ * zero buffer), the shared zero page for readers. *filled counts pages filled before an error. */
+int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, uint64_t *filled) {
+    *filled = 0;
+    while (*filled < pages) {
+        uint64_t chunk = pages - *filled < ZERO_CHUNK_PAGES ? pages - *filled : ZERO_CHUNK_PAGES, done;
+        uint8_t *at = addr + *filled * PAGE;
+        int rc = writable ? uffd_copy(e, at, e->zeros, chunk * PAGE, &done) : uffd_zeropage(e, at, chunk * PAGE, &done);
+        *filled += done / PAGE;
+        if (rc == -EAGAIN) continue;
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Publishes claimed pages [s, s+n) that could not be filled as untouched again, keeping their target. */
+static void unclaim(cdm_region *r, uint64_t s, uint64_t n, int target) {
+    for (uint64_t k = 0; k < n; k++) region_store(r, s + k, PS_MAKE(PS_EMPTY, target + 1, 0));
+}
+
+static void publish_host(cdm_region *r, uint64_t s, uint64_t n) {
+    cdm_engine *e = r->engine;
+    for (uint64_t k = 0; k < n; k++) region_store(r, s + k, PS_MAKE(PS_RESIDENT, CDM_HOST_NODE, 0));
+    atomic_fetch_add(&e->st.zero_filled, n);
+    atomic_fetch_add(&r->host_pages, n);
+    atomic_fetch_add(&e->host_pages, n);
+}
+
+/* Fills claimed pages [s, s+n) on the host. A window crossing a VMA boundary the user made (madvise,
+ * mlock, mprotect on part of the region) is refused whole: it is then filled a page at a time. A page
+ * that cannot be filled is never published: it and the rest of the run become untouched again. */
+static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable) {
+    cdm_engine *e = r->engine;
+    uint64_t p = s, end = s + n;
+    bool single = false;
+    while (p < end) {
+        uint64_t want = single ? 1 : end - p, filled;
+        int rc = fill_zero(e, r->base + p * PAGE, want, writable, &filled);
+        publish_host(r, p, filled);
+        p += filled;
+        if (rc == 0) continue;
+        if (rc == -EEXIST) {
+            /* A page is there already: it is resident as it is. */
+            publish_host(r, p, 1);
+            uffd_wake(e, r->base + p * PAGE, PAGE);
+            p++;
+            continue;
+        }
+        if ((rc == -ENOENT || rc == -EINVAL) && !single) {
+            single = true;
+            continue;
+        }
+        atomic_fetch_add(&e->st.fill_errors, 1);
+        unclaim(r, p, end - p, CDM_HOST_NODE);
+        return rc;
+    }
+    return 0;
+}
+
+/* Moves zeroed device frames into claimed pages [s, s+n); returns how many pages got frames. A free
+ * frame's arena slot always holds a page, so zeroing it never faults. */
 static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int node) {
     cdm_engine *e = r->engine;
     device_node *dn = &e->nodes[node];
     uint64_t done = 0;
-    pthread_mutex_lock(&r->remap_lock);
+    bool single = false;
     while (done < n) {
         uint64_t p = s + done, hint = UINT64_MAX, got;
         if (p > 0) {
             uint64_t prev = region_word(r, p - 1);
             if (PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == node) hint = PS_FRAME(prev) + 1;
         }
-        uint64_t frame = pool_alloc(&dn->pool, n - done, hint, &got);
+        uint64_t frame = pool_alloc(&dn->pool, single ? 1 : n - done, hint, &got, NULL);
         if (got == 0) break;
-        int64_t delta = pieces_delta(r, p, got, device_piece_key(node, frame, p));
-        if (delta > 0 && !budget_take(e, delta)) {
-            pool_free(&dn->pool, frame, got);
-            atomic_fetch_add(&e->st.budget_refusals, 1);
-            break;
+        uint8_t *slot = frame_addr(e, node, frame);
+        memset(slot, 0, got * PAGE); /* frames are reused: a first touch reads zeros, as on the host */
+        uint64_t moved_bytes;
+        int rc = uffd_move(e, r->base + p * PAGE, slot, got * PAGE, true, &moved_bytes);
+        uint64_t moved = moved_bytes / PAGE;
+        for (uint64_t k = 0; k < moved; k++) region_store(r, p + k, PS_MAKE(PS_RESIDENT, node, frame + k));
+        atomic_fetch_add(&r->device_pages, moved);
+        atomic_fetch_add(&e->st.first_touch_device, moved);
+        done += moved;
+        if (moved < got) pool_free(&dn->pool, frame + moved, got - moved);
+        if (rc == 0 || rc == -EAGAIN) continue;
+        if ((rc == -ENOENT || rc == -EINVAL) && !single) {
+            single = true;
+            continue;
         }
-        /* Frames are reused: a first touch must read zeros, as on the host. */
-        memset(dn->view + frame * PAGE, 0, got * PAGE);
-        if (map_backing(r, p, got, node, frame, false) < 0) {
-            pool_free(&dn->pool, frame, got);
-            if (delta > 0) budget_take(e, -delta);
-            map_backing(r, p, got, CDM_HOST_NODE, 0, false);
-            break;
-        }
-        if (delta < 0) budget_take(e, delta);
-        r->pieces += delta;
-        for (uint64_t k = 0; k < got; k++) region_store(r, p + k, PS_MAKE(PS_RESIDENT, node, frame + k));
-        atomic_fetch_add(&r->device_pages, got);
-        atomic_fetch_add(&e->st.first_touch_device, got);
-        done += got;
+        break; /* the rest lands on the host */
     }
-    pthread_mutex_unlock(&r->remap_lock);
     return done;
 }
 
-/* Fills claimed pages [s, s+n) with zero pages of the host memfd. */
-static void resolve_on_host(cdm_region *r, uint64_t s, uint64_t n) {
-    cdm_engine *e = r->engine;
-    uint64_t p = s, end = s + n;
-    while (p < end) {
-        uint64_t done = 0, chunk = end - p;
-        int rc = uffd_zeropage(e->uffd, r->base + p * PAGE, chunk * PAGE, &done);
-        done /= PAGE;
-        if (rc == -EAGAIN) continue;
-        if (rc == -EEXIST) done++; /* that page is already present: it is resident as it is */
-        else if (rc < 0 && done == 0) done = 1; /* unregistered (region going away): give up on this page */
-        for (uint64_t k = 0; k < done && p + k < end; k++) region_store(r, p + k, PS_MAKE(PS_RESIDENT, CDM_HOST_NODE, 0));
-        atomic_fetch_add(&e->st.zero_filled, done);
-        atomic_fetch_add(&r->host_pages, done);
-        atomic_fetch_add(&e->host_pages, done);
-        p += done;
-    }
-}
-
-static void resolve_run(cdm_region *r, uint64_t s, uint64_t n, int target) {
+static int resolve_run(cdm_region *r, uint64_t s, uint64_t n, int target, bool writable) {
     uint64_t on_device = 0;
     if (target != CDM_HOST_NODE) {
         on_device = resolve_on_device(r, s, n, target);
         if (on_device < n) atomic_fetch_add(&r->engine->st.fallbacks, n - on_device);
     }
-    if (on_device < n) resolve_on_host(r, s + on_device, n - on_device);
+    return on_device < n ? resolve_on_host(r, s + on_device, n - on_device, writable) : 0;
 }
 
-/* Resolves every untouched page of [first, first+count), each on its placement node. */
-void resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count) {
+/* Resolves every untouched page of [first, first+count), each on its placement node; returns the first
+ * error (those pages stay untouched) or 0. */
+int resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count, bool writable) {
     uint64_t p = first, end = first + count;
+    int err = 0;
     while (p < end) {
         uint64_t w = region_word(r, p);
         if (PS_STATE(w) != PS_EMPTY) { p++; continue; }
@@ -89,94 +128,103 @@ void resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count) {
         while (q < end) {
             uint64_t wq = region_word(r, q);
             if (PS_STATE(wq) != PS_EMPTY || empty_target(r, wq) != target) break;
-            if (!region_cas(r, q, &wq, PS_MAKE(PS_FAULTING, 0, 0))) break;
+            if (!region_cas(r, q, &wq, PS_MAKE(PS_FAULTING, target, 0))) break;
             q++;
         }
         if (q == p) continue; /* lost a race for p: look at it again */
-        resolve_run(r, p, q - p, target);
+        int rc = resolve_run(r, p, q - p, target, writable);
+        if (rc < 0 && !err) err = rc;
         p = q;
     }
+    return err;
 }
 
-/* Waits for another resolver (a populate call) to finish a page; resolution is native and short. */
-static void wait_not_faulting(cdm_region *r, uint64_t p) {
-    while (PS_STATE(region_word(r, p)) == PS_FAULTING) sched_yield();
-}
-
-static void handle_write_protect(cdm_engine *e, cdm_region *r, uint64_t p) {
-    void *addr = r->base + p * PAGE;
-    atomic_fetch_add(&e->st.faults_wp, 1);
-    for (;;) {
-        uint64_t w = region_word(r, p);
-        switch (PS_STATE(w)) {
-        case PS_MIGRATING:
-            /* Never hold a writer for a migration: abort this page's migration and let it write. */
-            if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_ABORTING))) continue;
-            uffd_write_protect(e->uffd, addr, PAGE, false, true);
-            region_store(r, p, PS_WITH_STATE(w, PS_ABORTED));
-            atomic_fetch_add(&e->st.aborted, 1);
-            return;
-        case PS_RESIDENT:
-            /* A leftover protection. Own the word while clearing it, so that a migration starting now
-             * cannot have its fresh protection cleared by this stale event. */
-            if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_ABORTING))) continue;
-            uffd_write_protect(e->uffd, addr, PAGE, false, true);
-            region_store(r, p, w);
-            return;
-        case PS_COMMITTING:
-            return; /* the committer holds it inside one native call and wakes it after the remap */
-        default:
-            uffd_wake(e->uffd, addr, PAGE); /* already unprotected by whoever owns the word */
-            return;
-        }
-    }
+/* Whether a page is mapped now, from /proc/self/pagemap; false when that cannot be read. */
+static bool page_present(cdm_engine *e, uint8_t *addr) {
+    uint64_t entry;
+    return e->pagemap_fd >= 0 && pread(e->pagemap_fd, &entry, sizeof entry, (off_t)((uint64_t)addr / PAGE * 8)) == 8 &&
+           ((entry >> 63) & 1);
 }
 
 /* Pages a readahead worker resolves at a time. */
 #define READAHEAD_STEP 64
 
-static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p) {
+static void retry_later(cdm_engine *e, uint64_t addr) {
+    if (e->retry.count < RETRY_SLOTS) e->retry.addr[e->retry.count++] = addr;
+    else uffd_wake(e, (void *)addr, PAGE); /* no room: the toucher faults again and brings a new event */
+}
+
+/* The user discarded a resident page (madvise DONTNEED and the like) and touched it again: it reads
+ * zeros, like anonymous memory, and keeps its node. Owning the word keeps migrations off it meanwhile. */
+static void refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
+    /* Most such events are old: a toucher interrupted by a signal (the runtime suspending threads for a
+     * GC) faults again and queues a second event for a page resolved since. Owning the word for those
+     * would turn concurrent migrations of the page away as busy. */
+    if (page_present(e, r->base + p * PAGE)) {
+        uffd_wake(e, r->base + p * PAGE, PAGE);
+        return;
+    }
+    if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_FAULTING))) return;
+    uint64_t filled;
+    int rc = fill_zero(e, r->base + p * PAGE, 1, true, &filled);
+    region_store(r, p, w);
+    if (rc == 0) atomic_fetch_add(&e->st.refilled, 1);
+    else if (rc == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE); /* an old event: the page is there */
+    else if (rc != -ENOENT) atomic_fetch_add(&e->st.fill_errors, 1), retry_later(e, (uint64_t)(r->base + p * PAGE));
+}
+
+static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable) {
+    uint64_t w = region_word(r, p);
+    switch (PS_STATE(w)) {
+    case PS_EMPTY: break;
+    case PS_FAULTING: return; /* its resolver wakes it */
+    case PS_MIGRATING: atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
+    default: refill(e, r, p, w); return;
+    }
     atomic_fetch_add(&e->st.faults_missing, 1);
     uint64_t fa = r->fault_around;
     uint64_t ws = p - p % fa, wn = ws + fa > r->pages ? r->pages - ws : fa;
-    resolve_first_touch(r, ws, wn);
-    wait_not_faulting(r, p);
-    uffd_wake(e->uffd, r->base + ws * PAGE, wn * PAGE);
+    int rc = resolve_first_touch(r, ws, wn, writable);
+    if (rc < 0 && rc != -ENOENT && PS_STATE(region_word(r, p)) == PS_EMPTY) retry_later(e, (uint64_t)(r->base + p * PAGE));
     /* A first touch right after resident pages looks sequential: resolve ahead of it on the readahead
      * thread, so the toucher stops waiting a round trip per window (as the kernel's readahead does). */
-    if (r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
+    if (rc == 0 && r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
         pthread_mutex_lock(&e->ahead.lock);
-        e->ahead.region = r;
-        e->ahead.next = ws + wn;
-        e->ahead.end = ws + wn + r->readahead < r->pages ? ws + wn + r->readahead : r->pages;
-        pthread_cond_signal(&e->ahead.wake);
+        if (!r->dying) {
+            e->ahead.region = r;
+            e->ahead.next = ws + wn;
+            e->ahead.end = ws + wn + r->readahead < r->pages ? ws + wn + r->readahead : r->pages;
+            pthread_cond_signal(&e->ahead.wake);
+        }
         pthread_mutex_unlock(&e->ahead.lock);
     }
 }
 
-/* Takes and resolves the next step of the open stream; false when there is none. The caller holds
- * regions_lock, which keeps the region alive: destroy forgets the stream under the write lock. */
+/* Takes and resolves the next step of the open stream; false when there is none. The step holds a
+ * reference to its region, taken under ahead.lock, so destroy waits for at most one step. */
 static bool readahead_step(cdm_engine *e) {
     pthread_mutex_lock(&e->ahead.lock);
     cdm_region *r = e->ahead.region;
     uint64_t first = e->ahead.next, count = 0;
     if (r) {
+        atomic_fetch_add(&r->refs, 1);
         count = e->ahead.end - first < READAHEAD_STEP ? e->ahead.end - first : READAHEAD_STEP;
         e->ahead.next += count;
         if (e->ahead.next >= e->ahead.end) e->ahead.region = NULL;
     }
     pthread_mutex_unlock(&e->ahead.lock);
     if (!r) return false;
-    resolve_first_touch(r, first, count);
-    atomic_fetch_add(&e->st.readahead, count);
+    int rc = resolve_first_touch(r, first, count, true);
+    if (rc < 0) {
+        /* Stop the stream; touchers of pages left untouched fault and are served as usual. */
+        pthread_mutex_lock(&e->ahead.lock);
+        if (e->ahead.region == r) e->ahead.region = NULL;
+        pthread_mutex_unlock(&e->ahead.lock);
+    } else {
+        atomic_fetch_add(&e->st.readahead, count);
+    }
+    region_put(r);
     return true;
-}
-
-/* The fault thread's share of readahead, between events. */
-static void readahead_once(cdm_engine *e) {
-    pthread_rwlock_rdlock(&e->regions_lock);
-    readahead_step(e);
-    pthread_rwlock_unlock(&e->regions_lock);
 }
 
 void *readahead_loop(void *arg) {
@@ -187,55 +235,107 @@ void *readahead_loop(void *arg) {
         bool stopping = e->ahead.stopping;
         pthread_mutex_unlock(&e->ahead.lock);
         if (stopping) return NULL;
-        pthread_rwlock_rdlock(&e->regions_lock);
         while (readahead_step(e)) {}
-        pthread_rwlock_unlock(&e->regions_lock);
     }
 }
 
-/* Called by region destroy with regions_lock held for writing. */
+/* Called by region destroy before it waits for references: no stream may adopt the region again. */
 void readahead_forget(cdm_engine *e, cdm_region *r) {
     pthread_mutex_lock(&e->ahead.lock);
+    r->dying = true;
     if (e->ahead.region == r) e->ahead.region = NULL;
     pthread_mutex_unlock(&e->ahead.lock);
 }
 
-void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
-    addr &= ~(uint64_t)(PAGE - 1);
-    pthread_rwlock_rdlock(&e->regions_lock);
-    cdm_region *r = engine_find_region(e, addr);
-    if (!r) {
-        /* Its region was destroyed after the fault was queued; unregistering already woke it. */
-        pthread_rwlock_unlock(&e->regions_lock);
-        return;
-    }
-    uint64_t p = (addr - (uint64_t)r->base) / PAGE;
-    if (flags & UFFD_PAGEFAULT_FLAG_WP) handle_write_protect(e, r, p);
-    else handle_missing(e, r, p);
-    pthread_rwlock_unlock(&e->regions_lock);
+/* A fault in the engine's own areas (a hole a failure left in an arena or staging slot): fill it, so
+ * whoever touched it goes on. The engine keeps these slots populated; this is the safety net. */
+static bool handle_engine_area(cdm_engine *e, uint64_t addr) {
+    bool ours = addr >= (uint64_t)e->staging && addr < (uint64_t)e->staging + e->staging_slots * PAGE;
+    for (int i = 1; !ours && i < atomic_load(&e->node_count); i++)
+        ours = addr >= (uint64_t)e->nodes[i].arena && addr < (uint64_t)e->nodes[i].arena + e->nodes[i].capacity;
+    if (!ours) return false;
+    uint64_t filled;
+    if (fill_zero(e, (uint8_t *)addr, 1, true, &filled) == -EEXIST) uffd_wake(e, (void *)addr, PAGE);
+    return true;
 }
 
+static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
+    addr &= ~(uint64_t)(PAGE - 1);
+    cdm_region *r = region_get(e, addr);
+    if (!r) {
+        /* Its region was destroyed after the fault was queued (unregistering woke it), or it is ours. */
+        handle_engine_area(e, addr);
+        return;
+    }
+    handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+    region_put(r);
+}
+
+/* Retries the fills the kernel refused last time; those failing again queue themselves again. */
+static void retry_pending(cdm_engine *e) {
+    uint64_t addrs[RETRY_SLOTS];
+    uint32_t n = e->retry.count;
+    memcpy(addrs, e->retry.addr, n * sizeof addrs[0]);
+    e->retry.count = 0;
+    for (uint32_t i = 0; i < n; i++) handle_fault(e, addrs[i], UFFD_PAGEFAULT_FLAG_WRITE);
+}
+
+static int engine_poll(cdm_engine *e, struct pollfd *fds, int timeout_ms) {
+    int rc = inject_check(e, CDM_OP_POLL);
+    if (rc) {
+        errno = -rc;
+        return -1;
+    }
+    return poll(fds, 2, timeout_ms);
+}
+
+static ssize_t engine_read(cdm_engine *e, void *buf, size_t len) {
+    int rc = inject_check(e, CDM_OP_READ);
+    if (rc) {
+        errno = -rc;
+        return -1;
+    }
+    return read(e->uffd, buf, len);
+}
+
+/* The fault thread: never exits but on stop, whatever poll and read say; errors are counted. */
 void *fault_loop(void *arg) {
     cdm_engine *e = arg;
     struct uffd_msg msgs[64];
     struct pollfd fds[2] = {{.fd = e->uffd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
+    uint64_t last_retry = now_ns();
     for (;;) {
         /* While a readahead stream is open this thread works on it too, between events: faults first. */
         pthread_mutex_lock(&e->ahead.lock);
         bool ahead = e->ahead.region != NULL;
         pthread_mutex_unlock(&e->ahead.lock);
-        int ready = poll(fds, 2, ahead ? 0 : -1);
+        int timeout = ahead ? 0 : e->retry.count ? 1 : -1;
+        int ready = engine_poll(e, fds, timeout);
         if (ready < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (fds[1].revents) break;
-        if (ready == 0) {
-            readahead_once(e);
+            if (errno != EINTR) {
+                atomic_fetch_add(&e->st.loop_errors, 1);
+                usleep(1000);
+            }
             continue;
         }
-        ssize_t n = read(e->uffd, msgs, sizeof msgs);
-        if (n < 0) continue; /* EAGAIN: another wake-up took the events */
+        if (fds[1].revents) break;
+        if (e->retry.count && now_ns() - last_retry >= 1000000) {
+            last_retry = now_ns();
+            retry_pending(e);
+        }
+        if (ready == 0) {
+            if (ahead) readahead_step(e);
+            continue;
+        }
+        ssize_t n = engine_read(e, msgs, sizeof msgs);
+        if (n < 0) {
+            /* EAGAIN: another wake-up took the events. */
+            if (errno != EAGAIN && errno != EINTR) {
+                atomic_fetch_add(&e->st.loop_errors, 1);
+                usleep(1000);
+            }
+            continue;
+        }
         for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++)
             if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
                 handle_fault(e, msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags);
@@ -243,10 +343,25 @@ void *fault_loop(void *arg) {
     return NULL;
 }
 
+/* Resolves the range in steps, so a fault on a page of it waits for one step, never for the whole call. */
 int cdm_region_populate(cdm_region *r, uint64_t first, uint64_t count) {
+    if (engine_forked(r->engine)) return CDM_E_FORKED;
     if (first > r->pages || count > r->pages - first) return -EINVAL;
-    resolve_first_touch(r, first, count);
-    for (uint64_t p = first; p < first + count; p++) wait_not_faulting(r, p);
-    uffd_wake(r->engine->uffd, r->base + first * PAGE, count * PAGE);
+    for (uint64_t p = first; p < first + count; p += ZERO_CHUNK_PAGES) {
+        uint64_t n = first + count - p < ZERO_CHUNK_PAGES ? first + count - p : ZERO_CHUNK_PAGES;
+        int rc = resolve_first_touch(r, p, n, true);
+        if (rc < 0) return rc;
+    }
+    /* Pages another resolver held are resolved (or given back untouched) within its step. */
+    for (uint64_t p = first; p < first + count;) {
+        unsigned s = PS_STATE(region_word(r, p));
+        if (s == PS_FAULTING) { sched_yield(); continue; }
+        if (s == PS_EMPTY) {
+            int rc = resolve_first_touch(r, p, 1, true);
+            if (rc < 0) return rc;
+            continue;
+        }
+        p++;
+    }
     return 0;
 }

@@ -1,7 +1,9 @@
-/* Thin wrappers over the userfaultfd ioctls; each returns 0 or -errno. */
+/* Thin wrappers over the system calls the engine makes; each returns 0 or -errno, and each can be
+ * failed on purpose by fault injection. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
@@ -9,73 +11,129 @@
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
 
-/* Features every region relies on: missing faults and write protection on shmem (memfd) mappings. */
-#define REQUIRED_FEATURES (UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+#define REQUIRED_FEATURES CDM_UFFD_FEATURE_MOVE
 
-int uffd_open(uint32_t *mode, uint64_t *missing) {
+/* A descriptor from /dev/userfaultfd (full mode for whoever may open it), else from the syscall. */
+static int open_descriptor(bool user_only, bool *from_device) {
+    *from_device = false;
+    if (!user_only) {
+        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev >= 0) {
+            int fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+            close(dev);
+            if (fd >= 0) {
+                *from_device = true;
+                return fd;
+            }
+        }
+    }
+    return (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | (user_only ? UFFD_USER_MODE_ONLY : 0));
+}
+
+int uffd_open(uint32_t flags, uint32_t *mode, uint64_t *missing) {
     *mode = 0;
     *missing = 0;
-    /* Full mode first (faults inside system calls wait); without privilege the kernel only grants
-     * user-mode-only descriptors (vm.unprivileged_userfaultfd=0). */
-    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0 && (errno == EPERM || errno == EACCES)) {
-        fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-        if (fd >= 0) *mode |= CDM_MODE_USER_ONLY;
+    bool user_only = flags & CDM_CREATE_USER_MODE_ONLY, from_device;
+    int fd = open_descriptor(user_only, &from_device);
+    /* Without privilege the kernel grants only user-mode-only descriptors (vm.unprivileged_userfaultfd=0). */
+    if (fd < 0 && !user_only && (errno == EPERM || errno == EACCES)) {
+        user_only = true;
+        fd = open_descriptor(true, &from_device);
     }
     if (fd < 0) return CDM_E_NO_USERFAULTFD;
-    struct uffdio_api probe = {.api = UFFD_API, .features = 0};
-    if (ioctl(fd, UFFDIO_API, &probe) < 0) {
-        close(fd);
-        return CDM_E_NO_USERFAULTFD;
-    }
-    if ((probe.features & REQUIRED_FEATURES) != REQUIRED_FEATURES) {
-        *missing = REQUIRED_FEATURES & ~probe.features;
-        close(fd);
-        return CDM_E_MISSING_FEATURE;
-    }
-    /* A descriptor takes UFFDIO_API once: open a fresh one with the features enabled. */
-    close(fd);
-    fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | ((*mode & CDM_MODE_USER_ONLY) ? UFFD_USER_MODE_ONLY : 0));
-    if (fd < 0) return CDM_E_NO_USERFAULTFD;
+    if (user_only) *mode |= CDM_MODE_USER_ONLY;
+    if (from_device) *mode |= CDM_MODE_DEV_USERFAULTFD;
     struct uffdio_api api = {.api = UFFD_API, .features = REQUIRED_FEATURES};
     if (ioctl(fd, UFFDIO_API, &api) < 0) {
+        /* The handshake fails as a whole when a feature is unknown: ask again for what there is. */
         close(fd);
+        fd = open_descriptor(user_only, &from_device);
+        struct uffdio_api probe = {.api = UFFD_API, .features = 0};
+        bool known = fd >= 0 && ioctl(fd, UFFDIO_API, &probe) == 0;
+        if (fd >= 0) close(fd);
+        if (!known) return CDM_E_NO_USERFAULTFD;
+        *missing = REQUIRED_FEATURES & ~probe.features;
         return CDM_E_MISSING_FEATURE;
     }
     return fd;
 }
 
-int uffd_register(int uffd, void *addr, uint64_t len) {
-    struct uffdio_register reg = {
-        .range = {.start = (uint64_t)addr, .len = len},
-        .mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
-    };
-    return ioctl(uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
+int uffd_register(cdm_engine *e, void *addr, uint64_t len) {
+    int rc = inject_check(e, CDM_OP_REGISTER);
+    if (rc) return rc;
+    struct uffdio_register reg = {.range = {.start = (uint64_t)addr, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+    return ioctl(e->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
-int uffd_unregister(int uffd, void *addr, uint64_t len) {
+int uffd_unregister(cdm_engine *e, void *addr, uint64_t len) {
     struct uffdio_range range = {.start = (uint64_t)addr, .len = len};
-    return ioctl(uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
+    return ioctl(e->uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
 }
 
-int uffd_zeropage(int uffd, void *addr, uint64_t len, uint64_t *done) {
-    struct uffdio_zeropage z = {.range = {.start = (uint64_t)addr, .len = len}, .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE};
-    int rc = ioctl(uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
-    *done = z.zeropage > 0 ? (uint64_t)z.zeropage : 0;
+int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, uint64_t *done) {
+    *done = 0;
+    int rc = inject_check(e, CDM_OP_ZEROPAGE);
+    if (rc) return rc;
+    struct uffdio_zeropage z = {.range = {.start = (uint64_t)addr, .len = len}};
+    rc = ioctl(e->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
+    *done = rc == 0 ? len : z.zeropage > 0 ? (uint64_t)z.zeropage : 0;
     return rc;
 }
 
-/* The kernel refuses DONTWAKE together with WP: protecting never wakes anyway. */
-int uffd_write_protect(int uffd, void *addr, uint64_t len, bool protect, bool wake) {
-    struct uffdio_writeprotect wp = {
-        .range = {.start = (uint64_t)addr, .len = len},
-        .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
-    };
-    return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) < 0 ? -errno : 0;
+int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, uint64_t *done) {
+    *done = 0;
+    int rc = inject_check(e, CDM_OP_COPY);
+    if (rc) return rc;
+    struct uffdio_copy c = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len};
+    rc = ioctl(e->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
+    *done = rc == 0 ? len : c.copy > 0 ? (uint64_t)c.copy : 0;
+    return rc;
 }
 
-int uffd_wake(int uffd, void *addr, uint64_t len) {
+int uffd_move(cdm_engine *e, void *dst, void *src, uint64_t len, bool wake, uint64_t *done) {
+    *done = 0;
+    int rc = inject_check(e, CDM_OP_MOVE);
+    if (rc) return rc;
+    struct uffdio_move m = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len,
+                            .mode = wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE};
+    rc = ioctl(e->uffd, UFFDIO_MOVE, &m) < 0 ? -errno : 0;
+    *done = rc == 0 ? len : m.move > 0 ? (uint64_t)m.move : 0;
+    return rc;
+}
+
+int uffd_wake(cdm_engine *e, void *addr, uint64_t len) {
+    int rc = inject_check(e, CDM_OP_WAKE);
+    if (rc) return rc;
     struct uffdio_range range = {.start = (uint64_t)addr, .len = len};
-    return ioctl(uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+    return ioctl(e->uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+}
+
+int sys_madvise(cdm_engine *e, void *addr, uint64_t len, int advice) {
+    int rc = inject_check(e, CDM_OP_MADVISE);
+    if (rc) return rc;
+    return madvise(addr, len, advice) < 0 ? -errno : 0;
+}
+
+/* Anonymous private memory, reserved without commitment; MAP_FAILED with errno set on failure. */
+void *sys_mmap(cdm_engine *e, uint64_t len, int extra_flags) {
+    int rc = inject_check(e, CDM_OP_MMAP);
+    if (rc) {
+        errno = -rc;
+        return MAP_FAILED;
+    }
+    return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra_flags, -1, 0);
+}
+
+/* Locks pages as they fault in: UFFDIO_MOVE needs both sides locked or neither. */
+int sys_lock_on_fault(cdm_engine *e, void *addr, uint64_t len) {
+    int rc = inject_check(e, CDM_OP_MLOCK);
+    if (rc) return rc;
+    return syscall(SYS_mlock2, addr, len, MLOCK_ONFAULT) < 0 ? -errno : 0;
 }

@@ -16,16 +16,56 @@ public sealed class MappingBudgetExceededException : InvalidOperationException
     public MigrationResult? PartialResult { get; }
 }
 
-/// <summary>A device node has too few free frames for an operation that asked for all or nothing.</summary>
-public sealed class DeviceCapacityExhaustedException : OutOfMemoryException
+/// <summary>
+/// A device node has too few free frames for an operation that asked for all or nothing; nothing was
+/// changed. It is a capacity refusal of one node, not the process running out of memory.
+/// </summary>
+public sealed class DeviceCapacityExhaustedException : InvalidOperationException
 {
-    public DeviceCapacityExhaustedException(string message) : base(message) { }
+    public DeviceCapacityExhaustedException(string message, MigrationResult? partialResult = null) : base(message)
+        => PartialResult = partialResult;
+
+    /// <summary>For <see cref="MigrationResult.ThrowIfIncomplete"/>: the migration's result.</summary>
+    public MigrationResult? PartialResult { get; }
 }
 
-/// <summary>A system call inside a migration failed; the pages it touched were returned to their source.</summary>
+/// <summary>A memory system already holds <see cref="MemorySystem.MaxDeviceNodes"/> device nodes.</summary>
+public sealed class NodeLimitExceededException : InvalidOperationException
+{
+    public NodeLimitExceededException(string message) : base(message) { }
+}
+
+/// <summary>
+/// A migration could not go on: a system call failed in a way that is not a per-page outcome. Pages
+/// migrated before it stay migrated (<see cref="PartialResult"/>); the failing batch's pages stayed on
+/// their source.
+/// </summary>
 public sealed class MigrationFailedException : IOException
 {
-    public MigrationFailedException(string message, int errno) : base(message) => Errno = errno;
+    public MigrationFailedException(string message, int errno, MigrationResult? partialResult = null) : base(message)
+    {
+        Errno = errno;
+        PartialResult = partialResult;
+    }
 
     public int Errno { get; }
+
+    public MigrationResult? PartialResult { get; }
+}
+
+/// <summary>A migration was cancelled between batches; <see cref="PartialResult"/> says what moved before.</summary>
+public sealed class MigrationCanceledException : OperationCanceledException
+{
+    public MigrationCanceledException(MigrationResult partialResult, CancellationToken token)
+        : base($"Migration to '{partialResult.Target.Name}' cancelled between batches; done so far: {partialResult}", token)
+        => PartialResult = partialResult;
+
+    public MigrationResult PartialResult { get; }
+}
+
+/// <summary>The memory system was created by the parent of this process: a forked child may use its
+/// regions' memory (its own copy) but not the system's engine, whose threads live in the parent.</summary>
+public sealed class ForkedProcessException : InvalidOperationException
+{
+    public ForkedProcessException(string message) : base(message) { }
 }

@@ -6,7 +6,8 @@ public enum MemoryNodeKind
 {
     /// <summary>Pageable system memory.</summary>
     Host,
-    /// <summary>A fixed, pinned arena the CPU maps directly: device memory that stays CPU-coherent.</summary>
+    /// <summary>A fixed arena, populated at creation and locked where allowed, whose frames the CPU maps
+    /// directly: device memory that stays CPU-coherent.</summary>
     CoherentDevice,
 }
 
@@ -47,10 +48,10 @@ public sealed class MemoryNode
     /// <summary>Relative access cost, as in the ACPI SLIT: 10 is local.</summary>
     public int Distance { get; }
 
-    /// <summary>Whether the arena is locked in RAM with mlock.</summary>
+    /// <summary>Whether the arena is locked in RAM with mlock (see <see cref="MemorySystem.IsMemoryLocked"/>).</summary>
     public bool IsPinned { get; }
 
-    /// <summary>Why pinning failed (typically RLIMIT_MEMLOCK for an ordinary user), or null.</summary>
+    /// <summary>Why the arena is not locked (an ordinary user's bounded RLIMIT_MEMLOCK), or null.</summary>
     public string? PinFailure { get; }
 
     public NodeUsage GetUsage()

@@ -6,7 +6,12 @@ public readonly record struct MemoryStatistics
     /// <summary>First-touch faults the native engine served.</summary>
     public ulong FirstTouchFaults { get; init; }
 
-    /// <summary>Write faults on pages under migration (each aborts that page's migration).</summary>
+    /// <summary>Faults on pages detached by a running migration: each waited in the kernel for at most its
+    /// batch's copy (as an access waits on a kernel migration entry).</summary>
+    public ulong FaultsWaitedOnMigration { get; init; }
+
+    /// <summary>The name this counter had while migrations write-protected pages: now
+    /// <see cref="FaultsWaitedOnMigration"/>.</summary>
     public ulong WriteProtectFaults { get; init; }
 
     public ulong PagesZeroFilledOnHost { get; init; }
@@ -18,7 +23,7 @@ public readonly record struct MemoryStatistics
 
     public ulong PagesMigrated { get; init; }
 
-    /// <summary>Page migrations a concurrent writer aborted (then retried, or reported busy).</summary>
+    /// <summary>Page migrations undone after a system call failed mid-way (the page went back to its source).</summary>
     public ulong MigrationsAborted { get; init; }
 
     public ulong BytesCopied { get; init; }
@@ -31,4 +36,32 @@ public readonly record struct MemoryStatistics
 
     /// <summary>Pages resolved ahead of a sequential first-touch stream (resident on their placement node).</summary>
     public ulong PagesReadAhead { get; init; }
+
+    /// <summary>Page migrations refused because the kernel (O_DIRECT, io_uring, RDMA...) or a
+    /// <see cref="Region.Pin"/> lease held the page.</summary>
+    public ulong PagesRefusedPinned { get; init; }
+
+    /// <summary>Page migrations refused because the page is shared copy-on-write with a forked child.</summary>
+    public ulong PagesRefusedShared { get; init; }
+
+    /// <summary>Resident pages the application discarded (madvise MADV_DONTNEED) and touched again: zeros.</summary>
+    public ulong PagesRefilled { get; init; }
+
+    /// <summary>First-touch fills the kernel refused; the engine retried them (the toucher waited meanwhile).</summary>
+    public ulong FillErrors { get; init; }
+
+    /// <summary>poll/read errors the fault thread survived.</summary>
+    public ulong FaultLoopErrors { get; init; }
+
+    /// <summary>Time migrations spent detaching sources (UFFDIO_MOVE out of regions), summed.</summary>
+    public TimeSpan MigrationDetachTime { get; init; }
+
+    /// <summary>Time migrations spent copying, summed.</summary>
+    public TimeSpan MigrationCopyTime { get; init; }
+
+    /// <summary>Time migrations spent attaching destinations and waking waiters, summed.</summary>
+    public TimeSpan MigrationAttachTime { get; init; }
+
+    /// <summary>Time migrations spent releasing sources, summed.</summary>
+    public TimeSpan MigrationReleaseTime { get; init; }
 }

@@ -8,8 +8,10 @@ public enum FaultMode
     /// <summary>Every fault waits for the engine, including faults raised inside system calls.</summary>
     Full,
     /// <summary>
-    /// UFFD_USER_MODE_ONLY (what an unprivileged process gets while vm.unprivileged_userfaultfd=0): a system
-    /// call that reads or writes an untouched page fails with EFAULT. Call <see cref="Region.Prefault"/> first.
+    /// UFFD_USER_MODE_ONLY (what an unprivileged process gets while vm.unprivileged_userfaultfd=0 and
+    /// /dev/userfaultfd is not open to it): a system call that reads or writes a page that is not mapped
+    /// at that moment (untouched, or detached by a running migration) fails with EFAULT instead of waiting.
+    /// Hold a <see cref="Region.Pin"/> lease over memory handed to the kernel.
     /// </summary>
     UserModeOnly,
 }
@@ -20,21 +22,26 @@ public enum FaultMode
 /// </summary>
 public sealed class MemorySystem : IDisposable
 {
+    /// <summary>Most device nodes one memory system holds (node ids 1 to 63).</summary>
+    public const int MaxDeviceNodes = CdmEngine.MaxNodes;
+
     private readonly EngineSafeHandle _engine;
-    private readonly List<MemoryNode> _nodes = new();
+    private readonly int _ownerProcessId = Environment.ProcessId;
+    private volatile MemoryNode[] _nodes;
     private readonly HashSet<Region> _regions = new();
     private readonly Lock _sync = new();
-    private long _bytesCopied;
     private volatile bool _disposed;
 
-    private MemorySystem(EngineSafeHandle engine, FaultMode mode, MemorySystemOptions options)
+    private MemorySystem(EngineSafeHandle engine, uint mode, MemorySystemOptions options)
     {
         _engine = engine;
-        FaultMode = mode;
+        FaultMode = (mode & CdmEngine.ModeUserOnly) != 0 ? FaultMode.UserModeOnly : FaultMode.Full;
+        UserfaultfdSource = (mode & CdmEngine.ModeDevUserfaultfd) != 0 ? "/dev/userfaultfd" : "userfaultfd(2)";
+        IsMemoryLocked = (mode & CdmEngine.ModeLocked) != 0;
         Options = options;
         CopyEngine = new CopyEngine(this, options.CopyChannels);
         Host = new MemoryNode(this, CdmEngine.HostNode, "host", MemoryNodeKind.Host, 0, 10, isPinned: false, pinFailure: null);
-        _nodes.Add(Host);
+        _nodes = [Host];
     }
 
     /// <summary>Starts a memory system: opens a userfaultfd and starts the native fault-service thread.</summary>
@@ -54,7 +61,8 @@ public sealed class MemorySystem : IDisposable
         ulong missing;
         try
         {
-            rc = CdmEngine.EngineCreate(options.MappingBudget, (uint)options.CopyChannels, out engine, out mode, out missing);
+            uint flags = options.UserModeOnly ? CdmEngine.CreateUserModeOnly : 0;
+            rc = CdmEngine.EngineCreate(options.MappingBudget, (uint)options.CopyChannels, flags, out engine, out mode, out missing);
         }
         catch (DllNotFoundException e)
         {
@@ -63,21 +71,29 @@ public sealed class MemorySystem : IDisposable
                 "compiled by `dotnet build` of CdmUserMem.Interop, which needs gcc.", e);
         }
         if (rc < 0) throw NativeErrors.ForEngineCreate(rc, missing);
-        var faultMode = (mode & CdmEngine.ModeUserOnly) != 0 ? FaultMode.UserModeOnly : FaultMode.Full;
-        return new MemorySystem(new EngineSafeHandle(engine), faultMode, options);
+        return new MemorySystem(new EngineSafeHandle(engine), mode, options);
     }
 
     public MemorySystemOptions Options { get; }
 
     public FaultMode FaultMode { get; }
 
+    /// <summary>Where the engine's userfaultfd came from: "/dev/userfaultfd" (full mode for whoever may open
+    /// it, without vm.unprivileged_userfaultfd) or "userfaultfd(2)".</summary>
+    public string UserfaultfdSource { get; }
+
+    /// <summary>
+    /// Whether device arenas, and with them every region and staging area, are locked in RAM. Locking is
+    /// all or nothing (UFFDIO_MOVE moves pages only between areas that are both locked or both not), so it
+    /// needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK.
+    /// </summary>
+    public bool IsMemoryLocked { get; }
+
     /// <summary>The pageable host node (id 0).</summary>
     public MemoryNode Host { get; }
 
-    public IReadOnlyList<MemoryNode> Nodes
-    {
-        get { lock (_sync) return _nodes.ToArray(); }
-    }
+    /// <summary>Every node, the host first; nodes are only ever added, so a node's id indexes this list.</summary>
+    public IReadOnlyList<MemoryNode> Nodes => _nodes;
 
     /// <summary>The copy engine migrations use, with <see cref="MemorySystemOptions.CopyChannels"/> channels.</summary>
     public CopyEngine CopyEngine { get; }
@@ -87,34 +103,39 @@ public sealed class MemorySystem : IDisposable
         get
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (Environment.ProcessId != _ownerProcessId)
+                throw new ForkedProcessException("This process is a fork() child of the one that created the memory system: " +
+                                                 "the child owns a private copy of the regions' memory, but not the engine.");
             return _engine;
         }
     }
 
     /// <summary>
-    /// Adds a coherent device node: a memfd arena of <paramref name="capacity"/> bytes, populated now and
-    /// pinned with mlock where the process may (see <see cref="MemoryNode.IsPinned"/>).
+    /// Adds a coherent device node: an arena of <paramref name="capacity"/> bytes of anonymous memory,
+    /// populated now and locked with mlock where the process may lock everything (see
+    /// <see cref="MemoryNode.IsPinned"/> and <see cref="IsMemoryLocked"/>).
     /// </summary>
+    /// <exception cref="NodeLimitExceededException"><see cref="MaxDeviceNodes"/> device nodes exist already.</exception>
     public MemoryNode AddCoherentDeviceNode(string name, ulong capacity, int distance = 40)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (capacity == 0 || capacity % CdmEngine.PageSize != 0)
             throw new ArgumentException($"Capacity must be a positive multiple of the page size ({CdmEngine.PageSize}); got {capacity}.", nameof(capacity));
         ArgumentOutOfRangeException.ThrowIfLessThan(distance, 10);
+        // Node creation populates the whole arena: serialised, but it is the node list's own change.
         lock (_sync)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            var engine = EngineHandle;
             if (_nodes.Any(n => n.Name == name))
                 throw new ArgumentException($"A node named '{name}' already exists.", nameof(name));
-            int rc = CdmEngine.NodeAdd(_engine, capacity, out int id, out int pinned, out int mlockErrno);
-            if (rc == -28) throw new InvalidOperationException($"A memory system holds at most {CdmEngine.MaxNodes} device nodes.");
+            int rc = CdmEngine.NodeAdd(engine, capacity, out int id, out int pinned, out int mlockErrno);
             if (rc < 0) throw NativeErrors.ForErrno(rc, $"creating the {capacity}-byte arena of device node '{name}'");
             string? pinFailure = pinned != 0 ? null :
-                mlockErrno is 1 or 12 or 11
-                    ? $"mlock refused ({NativeErrors.Describe(-mlockErrno)}): the arena exceeds RLIMIT_MEMLOCK; raise it (ulimit -l) or grant CAP_IPC_LOCK"
-                    : $"mlock failed: {NativeErrors.Describe(-mlockErrno)}";
+                "not locked: CdmUserMem locks arenas only together with every region (UFFDIO_MOVE moves pages only " +
+                "between areas that are both locked or both not), which needs CAP_IPC_LOCK or an unlimited " +
+                "RLIMIT_MEMLOCK (ulimit -l unlimited)";
             var node = new MemoryNode(this, id, name, MemoryNodeKind.CoherentDevice, capacity, distance, pinned != 0, pinFailure);
-            _nodes.Add(node);
+            _nodes = [.. _nodes, node];
             return node;
         }
     }
@@ -123,11 +144,9 @@ public sealed class MemorySystem : IDisposable
     /// <exception cref="ArgumentException">No such node.</exception>
     public MemoryNode GetNode(string name)
     {
-        lock (_sync)
-        {
-            return _nodes.FirstOrDefault(n => n.Name == name)
-                ?? throw new ArgumentException($"No node named '{name}'; nodes: {string.Join(", ", _nodes)}.", nameof(name));
-        }
+        var nodes = _nodes;
+        return nodes.FirstOrDefault(n => n.Name == name)
+            ?? throw new ArgumentException($"No node named '{name}'; nodes: {string.Join(", ", (object[])nodes)}.", nameof(name));
     }
 
     /// <summary>Reserves a virtual range; nothing is populated until first touch.</summary>
@@ -142,15 +161,23 @@ public sealed class MemorySystem : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options.FaultAroundPages), options.FaultAroundPages, "Fault-around must be 1 to 4096 pages.");
         if (options.ReadaheadPages > 65536)
             throw new ArgumentOutOfRangeException(nameof(options.ReadaheadPages), options.ReadaheadPages, "Readahead must be 0 to 65536 pages.");
+        // The native call is short (mmap, register, table insert) and takes no managed lock.
+        var engine = EngineHandle;
+        int rc = CdmEngine.RegionCreate(engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
+        var region = new Region(this, new RegionSafeHandle(handle, engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
+        bool disposed;
         lock (_sync)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            int rc = CdmEngine.RegionCreate(_engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
-            if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
-            var region = new Region(this, new RegionSafeHandle(handle, _engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
-            _regions.Add(region);
-            return region;
+            disposed = _disposed;
+            if (!disposed) _regions.Add(region);
         }
+        if (disposed)
+        {
+            region.Dispose();
+            throw new ObjectDisposedException(nameof(MemorySystem));
+        }
+        return region;
     }
 
     public MemoryStatistics GetStatistics()
@@ -159,27 +186,39 @@ public sealed class MemorySystem : IDisposable
         return new MemoryStatistics
         {
             FirstTouchFaults = s.FaultsMissing,
-            WriteProtectFaults = s.FaultsWriteProtect,
+            WriteProtectFaults = s.FaultsOnMigrating,
+            FaultsWaitedOnMigration = s.FaultsOnMigrating,
             PagesZeroFilledOnHost = s.PagesZeroFilledHost,
             PagesFirstTouchedOnDevice = s.PagesFirstTouchDevice,
             FirstTouchFallbacks = s.FirstTouchFallbacks,
             PagesMigrated = s.PagesMigrated,
             MigrationsAborted = s.MigrationsAborted,
-            BytesCopied = (ulong)Interlocked.Read(ref _bytesCopied),
+            BytesCopied = s.BytesCopied,
             MappingBudgetRefusals = s.BudgetRefusals,
             MappingsInUse = s.MappingsInUse,
             MappingBudget = s.MappingBudget,
             PagesReadAhead = s.PagesReadAhead,
+            PagesRefusedPinned = s.PagesRefusedPinned,
+            PagesRefusedShared = s.PagesRefusedShared,
+            PagesRefilled = s.PagesRefilled,
+            FillErrors = s.FillErrors,
+            FaultLoopErrors = s.FaultLoopErrors,
+            MigrationDetachTime = TimeSpan.FromTicks((long)(s.MigrateNsDetach / 100)),
+            MigrationCopyTime = TimeSpan.FromTicks((long)(s.MigrateNsCopy / 100)),
+            MigrationAttachTime = TimeSpan.FromTicks((long)(s.MigrateNsAttach / 100)),
+            MigrationReleaseTime = TimeSpan.FromTicks((long)(s.MigrateNsRelease / 100)),
         };
     }
 
-    /// <summary>The node with an engine id; nodes are only ever added, so ids stay valid.</summary>
-    internal MemoryNode NodeById(int id)
+    /// <summary>Test-only fault injection: calls skip+1 to skip+times of a system call fail with errno.</summary>
+    internal void InjectFault(CdmOp call, int errno, uint skip = 0, uint times = 1)
     {
-        lock (_sync) return _nodes[id];
+        int rc = CdmEngine.Inject(EngineHandle, (int)call, errno, skip, times);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, "arming fault injection");
     }
 
-    internal void AddBytesCopied(ulong bytes) => Interlocked.Add(ref _bytesCopied, (long)bytes);
+    /// <summary>The node with an engine id; nodes are only ever added, so ids stay valid.</summary>
+    internal MemoryNode NodeById(int id) => _nodes[id];
 
     internal void ValidateNode(MemoryNode node, string paramName)
     {

@@ -5,20 +5,34 @@ namespace CdmUserMem;
 /// <summary>What became of a page a migration was asked to move.</summary>
 public enum MigrationOutcome : byte
 {
-    /// <summary>Copied and remapped: it now lives on the target node.</summary>
+    /// <summary>Detached, copied and attached: it now lives on the target node.</summary>
     Migrated = CdmOutcome.Migrated,
     /// <summary>It already lived on the target node.</summary>
     AlreadyThere = CdmOutcome.AlreadyThere,
-    /// <summary>Writers kept disturbing it through every retry; it stays where it was.</summary>
+    /// <summary>Being filled or migrated by someone else through every retry (or discarded by the application
+    /// mid-way); it stays where it was.</summary>
     Busy = CdmOutcome.Busy,
     /// <summary>The target node had no free frame; it stays where it was.</summary>
     NoCapacity = CdmOutcome.NoCapacity,
     /// <summary>Never touched: nothing to copy, and its first touch will land on the target.</summary>
     Placed = CdmOutcome.Placed,
-    /// <summary>Moving it would have exceeded the mapping budget; it stays where it was.</summary>
+    /// <summary>Not produced any more (migration creates no mappings); kept for source compatibility.</summary>
     MappingBudget = CdmOutcome.MappingBudget,
-    /// <summary>A system call failed; it stays where it was.</summary>
+    /// <summary>
+    /// A system call failed, or the kernel refused the move (typically the application split the region with
+    /// mprotect or mlock so the page's area no longer matches the target's); it stays where it was.
+    /// </summary>
     Failed = CdmOutcome.Failed,
+    /// <summary>
+    /// Held where it is: by the kernel (O_DIRECT, io_uring fixed buffers, RDMA, process_vm_writev...: the
+    /// kernel refuses to move a page it pins) or by a <see cref="Region.Pin"/> lease. It was not touched.
+    /// </summary>
+    Pinned = CdmOutcome.Pinned,
+    /// <summary>
+    /// Shared copy-on-write with a forked child: the kernel refuses to move it. It becomes movable when the
+    /// child exits or execs and this process writes the page (the write makes it exclusive again).
+    /// </summary>
+    Shared = CdmOutcome.Shared,
 }
 
 /// <summary>A run of pages with one outcome.</summary>
@@ -27,7 +41,7 @@ public readonly record struct MigrationRun(ulong Offset, ulong Length, Migration
 /// <summary>The per-page outcome of a migration, as counts and as runs.</summary>
 public sealed class MigrationResult
 {
-    private readonly ulong[] _pages = new ulong[(int)CdmOutcome.Failed + 1];
+    private readonly ulong[] _pages = new ulong[(int)CdmOutcome.Shared + 1];
     private readonly List<MigrationRun> _runs = new();
 
     internal MigrationResult(MemoryNode target) => Target = target;
@@ -43,9 +57,22 @@ public sealed class MigrationResult
     public ulong PagesNoCapacity => _pages[(int)MigrationOutcome.NoCapacity];
     public ulong PagesMappingBudget => _pages[(int)MigrationOutcome.MappingBudget];
     public ulong PagesFailed => _pages[(int)MigrationOutcome.Failed];
+    public ulong PagesPinned => _pages[(int)MigrationOutcome.Pinned];
+    public ulong PagesShared => _pages[(int)MigrationOutcome.Shared];
+
+    /// <summary>Pages the result covers so far.</summary>
+    public ulong PagesTotal
+    {
+        get
+        {
+            ulong total = 0;
+            foreach (ulong pages in _pages) total += pages;
+            return total;
+        }
+    }
 
     /// <summary>True when every page is on the target node or placed there for its first touch.</summary>
-    public bool IsComplete => PagesBusy + PagesNoCapacity + PagesMappingBudget + PagesFailed == 0;
+    public bool IsComplete => PagesBusy + PagesNoCapacity + PagesMappingBudget + PagesFailed + PagesPinned + PagesShared == 0;
 
     public ulong PagesWith(MigrationOutcome outcome) => _pages[(int)outcome];
 
@@ -53,7 +80,7 @@ public sealed class MigrationResult
     public MigrationResult ThrowIfIncomplete()
     {
         if (PagesNoCapacity > 0)
-            throw new DeviceCapacityExhaustedException($"{PagesNoCapacity} pages found no free frame on node '{Target.Name}'. {this}");
+            throw new DeviceCapacityExhaustedException($"{PagesNoCapacity} pages found no free frame on node '{Target.Name}'. {this}", this);
         if (PagesMappingBudget > 0)
             throw new MappingBudgetExceededException($"{PagesMappingBudget} pages would have exceeded the mapping budget. {this}", this);
         if (!IsComplete) throw new InvalidOperationException($"Migration to '{Target.Name}' incomplete: {this}");
@@ -72,5 +99,5 @@ public sealed class MigrationResult
 
     public override string ToString() =>
         $"migrated {PagesMigrated}, already there {PagesAlreadyThere}, placed {PagesPlaced}, busy {PagesBusy}, " +
-        $"no capacity {PagesNoCapacity}, mapping budget {PagesMappingBudget}, failed {PagesFailed} (pages)";
+        $"no capacity {PagesNoCapacity}, failed {PagesFailed}, pinned {PagesPinned}, shared {PagesShared} (pages)";
 }

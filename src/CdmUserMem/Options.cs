@@ -11,6 +11,12 @@ public sealed record MemorySystemOptions
 
     /// <summary>Threads that share one large migration copy, standing in for a DMA engine's channels.</summary>
     public int CopyChannels { get; init; } = 1;
+
+    /// <summary>
+    /// Ask for <see cref="FaultMode.UserModeOnly"/> even where full mode is allowed: faults raised inside
+    /// system calls then fail with EFAULT instead of waiting (see <see cref="Region.Pin"/>).
+    /// </summary>
+    public bool UserModeOnly { get; init; }
 }
 
 /// <summary>Settings of a reserved <see cref="Region"/>.</summary>
@@ -35,15 +41,16 @@ public sealed record MigrationOptions
 {
     public static MigrationOptions Default { get; } = new();
 
-    /// <summary>Pages write-protected, copied and committed together.</summary>
+    /// <summary>Pages detached, copied and attached together in one native call.</summary>
     public uint BatchPages { get; init; } = 512;
 
-    /// <summary>Extra attempts for pages whose migration a concurrent writer disturbed.</summary>
+    /// <summary>Extra attempts for pages that were being filled or migrated by someone else.</summary>
     public int BusyRetries { get; init; } = 3;
 
     /// <summary>
-    /// Check before starting that the target device node has a free frame for every page that needs one,
-    /// and throw <see cref="DeviceCapacityExhaustedException"/> without changing anything when it has not.
+    /// Reserve, before starting, a frame on the target device node for every page of the range resident
+    /// elsewhere, atomically against every other user of the node, and throw
+    /// <see cref="DeviceCapacityExhaustedException"/> without changing anything when the node has too few.
     /// </summary>
     public bool RequireCapacity { get; init; }
 }

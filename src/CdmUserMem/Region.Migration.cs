@@ -6,27 +6,52 @@ namespace CdmUserMem;
 public sealed unsafe partial class Region
 {
     /// <summary>
-    /// Moves the pages of a page-aligned range to <paramref name="target"/> at the same addresses, in batches:
-    /// write-protect, copy on the copy engine, then commit (remap, wake) in one native call. Concurrent
-    /// readers and writers keep running; a page a writer disturbs is retried, then reported busy.
+    /// Moves the pages of a page-aligned range to <paramref name="target"/> at the same addresses, in batches,
+    /// with the kernel's migration semantics: each page is detached from the region (an accessor waits in a
+    /// fault for at most its batch's copy), copied on the copy engine, attached on the target and its waiters
+    /// woken, all in one native call per batch. A page the kernel holds pinned is refused and left alone.
     /// </summary>
-    /// <exception cref="MappingBudgetExceededException">A batch would exceed the mapping budget; pages moved
-    /// before it stay moved (see <see cref="MappingBudgetExceededException.PartialResult"/>), the rest are untouched.</exception>
     /// <exception cref="DeviceCapacityExhaustedException">With <see cref="MigrationOptions.RequireCapacity"/>,
     /// the target lacks frames; nothing was changed.</exception>
+    /// <exception cref="MigrationFailedException">The engine failed between batches; pages moved before stay
+    /// moved (<see cref="MigrationFailedException.PartialResult"/>).</exception>
     public MigrationResult Migrate(ulong offset, ulong length, MemoryNode target, MigrationOptions? options = null)
         => Migrate(offset, length, target, options, CancellationToken.None);
 
-    /// <summary>Runs <see cref="Migrate(ulong, ulong, MemoryNode, MigrationOptions?)"/> on the thread pool; cancellation is checked between batches.</summary>
+    /// <summary>
+    /// As <see cref="Migrate(ulong, ulong, MemoryNode, MigrationOptions?)"/>, checking
+    /// <paramref name="cancellationToken"/> between batches.
+    /// </summary>
+    /// <exception cref="MigrationCanceledException">Cancelled; <see cref="MigrationCanceledException.PartialResult"/>
+    /// says what moved before.</exception>
+    public MigrationResult Migrate(ulong offset, ulong length, MemoryNode target, MigrationOptions? options, CancellationToken cancellationToken)
+    {
+        var request = Validate(offset, length, target, options);
+        _migrationLock.Wait(cancellationToken);
+        try
+        {
+            return MigrateLocked(request, cancellationToken);
+        }
+        finally
+        {
+            _migrationLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// Migrates asynchronously: a call queued behind another migration of this region waits without holding
+    /// a thread, and each batch runs on the thread pool. Bad arguments throw here, not in the task.
+    /// </summary>
     public Task<MigrationResult> MigrateAsync(ulong offset, ulong length, MemoryNode target, MigrationOptions? options = null,
                                               CancellationToken cancellationToken = default)
     {
-        var (first, count) = PageRange(offset, length);
-        System.ValidateNode(target, nameof(target));
-        return Task.Run(() => Migrate(first * PageSize, count * PageSize, target, options, cancellationToken), cancellationToken);
+        var request = Validate(offset, length, target, options);
+        return MigrateQueuedAsync(request, cancellationToken);
     }
 
-    private MigrationResult Migrate(ulong offset, ulong length, MemoryNode target, MigrationOptions? options, CancellationToken cancellationToken)
+    internal readonly record struct MigrationRequest(ulong First, ulong Count, MemoryNode Target, MigrationOptions Options);
+
+    private MigrationRequest Validate(ulong offset, ulong length, MemoryNode target, MigrationOptions? options)
     {
         options ??= MigrationOptions.Default;
         var (first, count) = PageRange(offset, length);
@@ -34,76 +59,65 @@ public sealed unsafe partial class Region
         if (options.BatchPages is 0 or > 65536)
             throw new ArgumentOutOfRangeException(nameof(options.BatchPages), options.BatchPages, "Batches must be 1 to 65536 pages.");
         ArgumentOutOfRangeException.ThrowIfNegative(options.BusyRetries, nameof(options.BusyRetries));
+        return new MigrationRequest(first, count, target, options);
+    }
 
-        _migrationLock.Wait(cancellationToken);
+    private MigrationResult MigrateLocked(MigrationRequest request, CancellationToken cancellationToken)
+    {
+        var (first, count, target, options) = request;
         bool addedRef = false;
+        nint reservation = 0;
+        var result = new MigrationResult(target);
+        int batch = (int)Math.Min(options.BatchPages, count);
+        byte[] outcomes = ArrayPool<byte>.Shared.Rent(batch);
         try
         {
             ThrowIfDisposed();
             _handle.DangerousAddRef(ref addedRef);
-            if (options.RequireCapacity) CheckCapacity(first, count, target);
-            return MigrateLocked(first, count, target, options, cancellationToken);
-        }
-        finally
-        {
-            if (addedRef) _handle.DangerousRelease();
-            _migrationLock.Release();
-        }
-    }
-
-    private MigrationResult MigrateLocked(ulong first, ulong count, MemoryNode target, MigrationOptions options, CancellationToken cancellationToken)
-    {
-        var result = new MigrationResult(target);
-        int batch = (int)Math.Min(options.BatchPages, count);
-        byte[] outcomes = ArrayPool<byte>.Shared.Rent(batch);
-        nint region = _handle.DangerousGetHandle();
-        try
-        {
+            if (options.RequireCapacity) reservation = ReserveFrames(first, count, target);
+            nint region = _handle.DangerousGetHandle();
             for (ulong done = 0; done < count;)
             {
-                cancellationToken.ThrowIfCancellationRequested();
+                if (cancellationToken.IsCancellationRequested) throw new MigrationCanceledException(result, cancellationToken);
                 ThrowIfDisposed();
                 ulong batchFirst = first + done, n = Math.Min((ulong)batch, count - done);
                 int rc;
-                ulong copied;
                 fixed (byte* o = outcomes)
-                    rc = CdmEngine.MigrateBatch(region, batchFirst, n, target.Id, (uint)options.BusyRetries, o, out copied);
-                System.AddBytesCopied(copied);
+                    rc = CdmEngine.MigrateBatch(region, batchFirst, n, target.Id, (uint)options.BusyRetries, reservation, o);
                 if (rc < 0)
                     throw new MigrationFailedException(
                         $"Migrating [{batchFirst * PageSize}, +{n * PageSize}) to '{target.Name}' failed: {NativeErrors.Describe(rc)}; " +
-                        "its pages stayed on their source.", -rc);
-                bool refused = false;
-                for (ulong i = 0; i < n; i++)
-                {
-                    result.Add((batchFirst + i) * PageSize, (CdmOutcome)outcomes[i]);
-                    refused |= outcomes[i] == (byte)CdmOutcome.MappingBudget;
-                }
-                if (refused)
-                    throw new MappingBudgetExceededException(
-                        $"Migrating [{first * PageSize}, +{count * PageSize}) to '{target.Name}' would exceed the mapping budget " +
-                        $"of {System.Options.MappingBudget}; stopped at offset {batchFirst * PageSize}. Migrate larger aligned " +
-                        $"ranges, or raise MemorySystemOptions.MappingBudget. {result}", result);
+                        $"its pages stayed on their source. Done before it: {result}", -rc, result);
+                for (ulong i = 0; i < n; i++) result.Add((batchFirst + i) * PageSize, (CdmOutcome)outcomes[i]);
                 done += n;
             }
             return result;
         }
         finally
         {
+            if (reservation != 0) CdmEngine.ReservationRelease(reservation);
+            if (addedRef) _handle.DangerousRelease();
             ArrayPool<byte>.Shared.Return(outcomes);
         }
     }
 
-    private void CheckCapacity(ulong first, ulong count, MemoryNode target)
+    /// <summary>Reserves a target frame for every page of the range resident elsewhere, or throws.</summary>
+    private nint ReserveFrames(ulong first, ulong count, MemoryNode target)
     {
-        if (target.Kind == MemoryNodeKind.Host) return;
+        if (target.Kind == MemoryNodeKind.Host) return 0;
         ulong needed = 0;
         foreach (var run in GetResidency(first * PageSize, count * PageSize))
-            if (run.Node is not null && run.Node != target) needed += run.Length;
-        var usage = target.GetUsage();
-        if (needed > usage.FreeBytes)
+            if (run.Node is not null && run.Node != target) needed += run.Length / PageSize;
+        int rc = CdmEngine.Reserve(System.EngineHandle, target.Id, needed, out nint reservation);
+        if (rc == -28)
+        {
+            var usage = target.GetUsage();
             throw new DeviceCapacityExhaustedException(
-                $"Node '{target.Name}' has {usage.FreeBytes} bytes free but the migration needs {needed}; nothing was moved. " +
-                "Migrate a smaller range, move pages off the node first, or create the node with more capacity.");
+                $"Node '{target.Name}' has {usage.FreeBytes} bytes free (less what other migrations reserved) but the migration " +
+                $"needs {needed * PageSize}; nothing was moved. Migrate a smaller range, move pages off the node first, or " +
+                "create the node with more capacity.");
+        }
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving {needed} frames on '{target.Name}'");
+        return reservation;
     }
 }

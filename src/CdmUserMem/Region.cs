@@ -4,9 +4,9 @@ using CdmUserMem.Interop;
 namespace CdmUserMem;
 
 /// <summary>
-/// One reserved virtual range whose pages fault in on first touch and move between nodes at the same
-/// address. Hand it to system calls only after <see cref="Prefault"/> when the system runs in
-/// <see cref="FaultMode.UserModeOnly"/>.
+/// One reserved virtual range of anonymous private memory whose pages fault in on first touch and move
+/// between nodes at the same address. In <see cref="FaultMode.UserModeOnly"/>, hold a <see cref="Pin"/>
+/// lease over memory handed to system calls.
 /// </summary>
 public sealed unsafe partial class Region : IDisposable
 {
@@ -42,13 +42,24 @@ public sealed unsafe partial class Region : IDisposable
 
     public bool IsDisposed => _disposed;
 
-    /// <summary>Mappings (VMAs) the range is split into now: one per run of pages with one backing.</summary>
+    /// <summary>
+    /// Mappings (VMAs) the kernel holds for the range now, read from /proc/self/maps. Migration never
+    /// changes it: pages move between areas without splitting them. Only the application's own madvise,
+    /// mlock or mprotect of part of the range does.
+    /// </summary>
     public ulong MappingCount
     {
         get
         {
             ThrowIfDisposed();
-            return CdmEngine.RegionPieces(_handle);
+            ulong lo = (ulong)Pointer, hi = lo + Length, count = 0;
+            foreach (var line in File.ReadLines("/proc/self/maps"))
+            {
+                int dash = line.IndexOf('-'), space = line.IndexOf(' ');
+                ulong start = Convert.ToUInt64(line[..dash], 16), end = Convert.ToUInt64(line[(dash + 1)..space], 16);
+                if (start < hi && end > lo) count++;
+            }
+            return count;
         }
     }
 
@@ -66,14 +77,49 @@ public sealed unsafe partial class Region : IDisposable
     public Span<byte> AsSpan(ulong byteOffset, int length) => AsSpan<byte>(byteOffset, length);
 
     /// <summary>
-    /// Resolves every untouched page of the range now, on its placement node, so that system calls can
-    /// read and write it (in <see cref="FaultMode.UserModeOnly"/> they would otherwise fail with EFAULT).
+    /// Resolves every untouched page of the range now, on its placement node, in steps (a fault on a page
+    /// of the range waits for one step, never for the whole call). A migration may still detach the pages
+    /// later: to hand memory to system calls in <see cref="FaultMode.UserModeOnly"/>, hold a <see cref="Pin"/>.
     /// </summary>
     public void Prefault(ulong offset, ulong length)
     {
         var (first, count) = PageRange(offset, length);
         int rc = CdmEngine.RegionPopulate(_handle, first, count);
         if (rc < 0) throw NativeErrors.ForErrno(rc, "prefaulting");
+    }
+
+    /// <summary>
+    /// Resolves the range and keeps every page of it where it is until the lease is disposed: migrations
+    /// report those pages <see cref="MigrationOutcome.Pinned"/> and leave them mapped. Hold one around
+    /// memory handed to the kernel (read, pread, recv, O_DIRECT, io_uring): a system call never meets a
+    /// detached page, so it never fails with EFAULT in <see cref="FaultMode.UserModeOnly"/> and never waits in
+    /// full mode. Leases nest (up to 4095 per page).
+    /// </summary>
+    public PinLease Pin(ulong offset, ulong length)
+    {
+        var (first, count) = PageRange(offset, length);
+        int rc = CdmEngine.RegionPin(_handle, first, count);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"pinning [{offset}, +{length})");
+        return new PinLease(this, first, count);
+    }
+
+    internal void Unpin(ulong first, ulong count)
+    {
+        if (_disposed) return; // the pins went with the region
+        bool added = false;
+        try
+        {
+            _handle.DangerousAddRef(ref added);
+            CdmEngine.RegionUnpin(_handle, first, count);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed concurrently: its pages are gone, and so are their pins.
+        }
+        finally
+        {
+            if (added) _handle.DangerousRelease();
+        }
     }
 
     /// <summary>The node holding the page at <paramref name="offset"/>, or null while it is untouched.</summary>
@@ -93,7 +139,6 @@ public sealed unsafe partial class Region : IDisposable
         var runs = new List<ResidencyRun>();
         const int Chunk = 4096;
         sbyte* nodes = stackalloc sbyte[Chunk];
-        var nodesById = System.Nodes;
         for (ulong done = 0; done < count;)
         {
             ulong n = Math.Min(Chunk, count - done);
@@ -101,7 +146,7 @@ public sealed unsafe partial class Region : IDisposable
             if (rc < 0) throw NativeErrors.ForErrno(rc, "reading residency");
             for (ulong i = 0; i < n; i++)
             {
-                MemoryNode? node = nodes[i] < 0 ? null : nodesById[nodes[i]];
+                MemoryNode? node = nodes[i] < 0 ? null : System.NodeById(nodes[i]);
                 ulong pageOffset = (first + done + i) * PageSize;
                 if (runs.Count > 0 && runs[^1].Node == node && runs[^1].Offset + runs[^1].Length == pageOffset)
                     runs[^1] = runs[^1] with { Length = runs[^1].Length + PageSize };
@@ -113,13 +158,13 @@ public sealed unsafe partial class Region : IDisposable
         return runs;
     }
 
-    /// <summary>Releases the range, its host arena and the device frames it holds.</summary>
+    /// <summary>Releases the range, its host pages and the device frames it holds (moved back to their arenas first).</summary>
     /// <remarks>Threads blocked on a fault in the range are woken; touching the range afterwards is undefined.</remarks>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
-        // Wait out a running migration: it holds pages write-protected until its commit.
+        // Wait out a running batch: it holds pages detached until it attaches them.
         _migrationLock.Wait();
         try
         {
@@ -151,3 +196,27 @@ public sealed unsafe partial class Region : IDisposable
 
 /// <summary>A run of pages on one node; <see cref="Node"/> is null for pages never touched.</summary>
 public readonly record struct ResidencyRun(ulong Offset, ulong Length, MemoryNode? Node);
+
+/// <summary>Keeps a range of a region where it is (see <see cref="Region.Pin"/>); dispose to release.</summary>
+public sealed class PinLease : IDisposable
+{
+    private readonly Region _region;
+    private readonly ulong _first, _count;
+    private int _released;
+
+    internal PinLease(Region region, ulong first, ulong count)
+    {
+        _region = region;
+        _first = first;
+        _count = count;
+    }
+
+    public ulong Offset => _first * Region.PageSize;
+
+    public ulong Length => _count * Region.PageSize;
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0) _region.Unpin(_first, _count);
+    }
+}

@@ -57,9 +57,9 @@ public class DataIntegrityTests
         Assert.Null(region.NodeOf(3 * MiB));
         Assert.Equal(2 * MiB, device.GetUsage().UsedBytes);
         Assert.Equal(2 * MiB / Page, system.GetStatistics().PagesFirstTouchedOnDevice - touchedBefore);
-        // Fault-around filled contiguous frames, so the device-resident part is one mapping.
-        Assert.Equal(2UL, region.MappingCount);
-        Assert.Equal(2, KernelMappingsIn(region.Pointer, region.Length));
+        // Device frames are moved into the region's own mapping: it stays one VMA.
+        Assert.Equal(1UL, region.MappingCount);
+        Assert.Equal(1, KernelMappingsIn(region.Pointer, region.Length));
     }
 
     [Fact]

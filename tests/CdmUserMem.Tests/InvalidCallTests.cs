@@ -132,12 +132,13 @@ public sealed class InvalidCallTests : IDisposable
     public void Missing_kernel_support_is_reported_with_what_to_do()
     {
         // The real refusal is exercised by the unprivileged test; this checks the messages for the cases a
-        // test machine cannot produce (no CONFIG_USERFAULTFD, a pre-5.19 kernel).
+        // test machine cannot produce (no CONFIG_USERFAULTFD, a pre-6.8 kernel without UFFDIO_MOVE).
         var none = NativeErrors.ForEngineCreate(CdmEngine.ErrorNoUserfaultfd, 0);
         Assert.IsType<UserfaultfdUnavailableException>(none);
         Assert.Contains("seccomp", none.Message);
-        var old = NativeErrors.ForEngineCreate(CdmEngine.ErrorMissingFeature, CdmEngine.FeatureWriteProtectShmem);
-        Assert.Contains("UFFD_FEATURE_WP_HUGETLBFS_SHMEM", old.Message);
+        var old = NativeErrors.ForEngineCreate(CdmEngine.ErrorMissingFeature, CdmEngine.FeatureMove);
+        Assert.Contains("UFFD_FEATURE_MOVE", old.Message);
+        Assert.Contains("6.8", old.Message);
         Assert.IsType<MappingBudgetExceededException>(NativeErrors.ForErrno(CdmEngine.ErrorMappingBudget, "x"));
     }
 }

@@ -5,53 +5,57 @@ namespace CdmUserMem.Tests;
 
 public class MappingBudgetTests
 {
+    /// <summary>Migration moves pages between areas with UFFDIO_MOVE: no VMA is ever split or added.</summary>
     [Fact]
-    public void Fragmenting_migrations_hit_the_budget_and_the_region_keeps_working()
+    public void Scattered_migrations_keep_the_region_one_mapping()
     {
         var (system, device) = Create(deviceBytes: 4 * MiB, new MemorySystemOptions { MappingBudget = 64 });
         using var _ = system;
         using var region = system.Reserve(4 * MiB);
         Fill(region, 0, 4 * MiB, seed: 21);
-        // Every other page on the device: each costs two more mappings, until the budget refuses.
-        MappingBudgetExceededException? refused = null;
-        ulong moved = 0;
-        for (ulong p = 0; p < 4 * MiB && refused is null; p += 2 * Page)
-        {
-            try { moved += region.Migrate(p, Page, device).PagesMigrated; }
-            catch (MappingBudgetExceededException e) { refused = e; }
-        }
-        Assert.NotNull(refused);
-        Assert.Contains("mapping budget", refused!.Message);
-        var stats = system.GetStatistics();
-        Assert.True(stats.MappingsInUse <= 64, $"{stats.MappingsInUse} mappings in use");
-        Assert.True(stats.MappingBudgetRefusals > 0);
-        Assert.Equal(moved * Page, device.GetUsage().UsedBytes);
-        // Our count matches the kernel's VMAs for the region.
-        Assert.Equal((int)region.MappingCount, KernelMappingsIn(region.Pointer, region.Length));
-
-        // The region still works: data intact, writes land, and moving everything back merges the mappings.
-        Assert.Null(FirstMismatch(region, 0, 4 * MiB, seed: 21));
-        Fill(region, 0, 4 * MiB, seed: 22);
-        region.Migrate(0, 4 * MiB, system.Host).ThrowIfIncomplete();
+        ulong before = system.GetStatistics().MappingsInUse;
+        int processMappings = Mappings();
+        // Every other page on the device, in reverse so no two device frames are contiguous.
+        for (ulong p = 4 * MiB - 2 * Page; p < 4 * MiB; p -= 2 * Page)
+            Assert.Equal(1UL, region.Migrate(p, Page, device).PagesMigrated);
+        Assert.Equal(MiB * 2, device.GetUsage().UsedBytes);
         Assert.Equal(1UL, region.MappingCount);
         Assert.Equal(1, KernelMappingsIn(region.Pointer, region.Length));
+        Assert.Equal(before, system.GetStatistics().MappingsInUse);
+        Assert.InRange(Mappings(), processMappings - 8, processMappings + 8);
+        Assert.Null(FirstMismatch(region, 0, 4 * MiB, seed: 21));
+
+        Fill(region, 0, 4 * MiB, seed: 22);
+        region.Migrate(0, 4 * MiB, system.Host).ThrowIfIncomplete();
         Assert.True(region.Migrate(0, 4 * MiB, device).IsComplete);
         Assert.Equal(1UL, region.MappingCount);
         Assert.Null(FirstMismatch(region, 0, 4 * MiB, seed: 22));
     }
 
+    /// <summary>What can still add mappings (regions, nodes) is counted, and refused past the budget.</summary>
     [Fact]
-    public void Device_first_touch_beyond_the_budget_falls_back_to_the_host()
+    public void Regions_and_nodes_beyond_the_budget_are_refused_and_change_nothing()
     {
-        var (system, device) = Create(deviceBytes: 4 * MiB, new MemorySystemOptions { MappingBudget = 24 });
+        // The engine holds 2 (staging, zeros); each region 2 (range, page table); each node 1 (arena).
+        var system = MemorySystem.Create(new MemorySystemOptions { MappingBudget = 16 });
         using var _ = system;
-        using var region = system.Reserve(4 * MiB, new RegionOptions { Placement = device, FaultAroundPages = 1 });
-        // Touch every other page in reverse so frames cannot extend a neighbour's run: each costs mappings.
-        for (ulong p = 4 * MiB - 2 * Page; p < 4 * MiB; p -= 2 * Page) region.AsSpan(p, 1)[0] = 7;
-        var stats = system.GetStatistics();
-        Assert.True(stats.FirstTouchFallbacks > 0);
-        Assert.True(stats.MappingsInUse <= 24);
-        Assert.Equal((int)region.MappingCount, KernelMappingsIn(region.Pointer, region.Length));
-        for (ulong p = 0; p < 4 * MiB; p += 2 * Page) Assert.Equal(7, region.AsSpan(p, 1)[0]);
+        var regions = new List<Region>();
+        var refused = Assert.Throws<MappingBudgetExceededException>(() =>
+        {
+            for (int i = 0; i < 100; i++) regions.Add(system.Reserve(MiB));
+        });
+        Assert.Contains("mapping budget", refused.Message);
+        Assert.Equal(7, regions.Count);
+        Assert.Equal(16UL, system.GetStatistics().MappingsInUse);
+        Assert.Throws<MappingBudgetExceededException>(() => system.AddCoherentDeviceNode("dev0", MiB));
+        Assert.Single(system.Nodes);
+        // The regions made before the refusal work, and freeing one makes room again.
+        foreach (var r in regions) r.AsSpan(0, 8).Fill(3);
+        regions[0].Dispose();
+        Assert.Equal(14UL, system.GetStatistics().MappingsInUse);
+        var device = system.AddCoherentDeviceNode("dev0", MiB);
+        Assert.Equal(1UL, regions[1].Migrate(0, Page, device).PagesMigrated);
+        Assert.Equal(3, regions[1].AsSpan(0, 1)[0]);
+        foreach (var r in regions) r.Dispose();
     }
 }
