@@ -27,4 +27,5 @@ internal struct CdmStats
     public ulong MigrateNsCopy;
     public ulong MigrateNsAttach;
     public ulong MigrateNsRelease;
+    public ulong PagesUnshared;
 }

@@ -40,7 +40,7 @@ enum cdm_outcome {
     CDM_OUT_PENDING = 7,        /* internal: claimed, not yet decided */
     CDM_OUT_FAILED = 8,         /* a system call failed; the page stayed where it was */
     CDM_OUT_PINNED = 9,         /* the kernel or a Region.Pin lease holds the page: it was not touched */
-    CDM_OUT_SHARED = 10,        /* shared copy-on-write with a forked child: the kernel refuses to move it */
+    CDM_OUT_SHARED = 10,        /* shared copy-on-write with a forked child, and the sharing could not be broken */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -84,6 +84,7 @@ typedef struct cdm_stats {
     uint64_t migrate_ns_copy;
     uint64_t migrate_ns_attach;
     uint64_t migrate_ns_release;
+    uint64_t pages_unshared;        /* copy-on-write sharing with a forked child broken so the page could move */
 } cdm_stats;
 
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t flags, cdm_engine **out,

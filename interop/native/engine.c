@@ -159,6 +159,7 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->migrate_ns_copy = e->st.ns_copy;
     o->migrate_ns_attach = e->st.ns_attach;
     o->migrate_ns_release = e->st.ns_release;
+    o->pages_unshared = e->st.unshared;
 }
 
 /* Bytes in a cgroup v2 memory file of this process's group, or UINT64_MAX ("max", or unreadable). */

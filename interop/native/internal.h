@@ -152,7 +152,7 @@ struct cdm_engine {
     struct {
         _Atomic uint64_t faults_missing, faults_on_migrating, zero_filled, first_touch_device, fallbacks,
             migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
-            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release;
+            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared;
     } st;
 };
 
@@ -176,8 +176,8 @@ void channels_copy(copy_channels *c, void *dst, const void *src, uint64_t bytes)
 int uffd_open(uint32_t flags, uint32_t *mode, uint64_t *missing);
 int uffd_register(cdm_engine *e, void *addr, uint64_t len);
 int uffd_unregister(cdm_engine *e, void *addr, uint64_t len);
-int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, uint64_t *done);
-int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, uint64_t *done);
+int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, bool wake, uint64_t *done);
+int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, bool wake, uint64_t *done);
 int uffd_move(cdm_engine *e, void *dst, void *src, uint64_t len, bool wake, uint64_t *done);
 int uffd_wake(cdm_engine *e, void *addr, uint64_t len);
 int sys_madvise(cdm_engine *e, void *addr, uint64_t len, int advice);
@@ -190,7 +190,9 @@ cdm_region *region_get(cdm_engine *e, uint64_t addr); /* takes a reference */
 void region_put(cdm_region *r);
 
 /* resolve.c */
-int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, uint64_t *filled);
+int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool wake, uint64_t *filled);
+/* Resolves untouched pages without waking anyone: the caller wakes the range once it is done with the
+ * region, so that no toucher it releases finds the region still referenced. */
 int resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count, bool writable);
 void *fault_loop(void *arg);
 void *readahead_loop(void *arg);

@@ -10,6 +10,10 @@
 #include <unistd.h>
 #include "internal.h"
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 /* fork(): migrations hold this for reading from detach to release, so a child is never made while a
  * page sits detached in staging (the child would see a hole where the parent has data). */
 static pthread_rwlock_t fork_lock;
@@ -162,6 +166,27 @@ static uint8_t refusal(cdm_engine *e, uint8_t *addr) {
     return CDM_OUT_PINNED;
 }
 
+/* The kernel refused to move page p out (EBUSY): it pins the page, or the page is shared copy-on-write
+ * with a forked child (or was, and no write has made it this process's own since). Sharing is broken as
+ * a write would break it, MADV_POPULATE_WRITE (the data stays as it is; a child keeps its copy), and the
+ * move tried once more. The page is unclaimed meanwhile: should the application have discarded it, the
+ * fault the populate takes is served as a refill. Returns 0 once moved, or the page's outcome. */
+static uint8_t unshare_and_retry(cdm_region *r, uint64_t p, uint8_t *holder) {
+    cdm_engine *e = r->engine;
+    uint8_t *at = r->base + p * PAGE;
+    unclaim(r, p);
+    uint64_t w = region_word(r, p), moved;
+    if (sys_madvise(e, at, PAGE, MADV_POPULATE_WRITE) < 0) return refusal(e, at);
+    if (PS_STATE(w) != PS_RESIDENT || PS_PINS(w) || !region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) return CDM_OUT_BUSY;
+    int rc = uffd_move(e, holder, at, PAGE, false, &moved);
+    if (rc == 0) {
+        atomic_fetch_add(&e->st.unshared, 1);
+        return 0;
+    }
+    unclaim(r, p);
+    return rc == -EBUSY ? refusal(e, at) : CDM_OUT_FAILED;
+}
+
 /* Moves a run's pages out of the region into their holders; detached pages keep CDM_OUT_PENDING, the
  * others get their outcome and stay as they were. */
 static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
@@ -176,11 +201,14 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
         uint64_t p = run->first_page + i;
         uint8_t *o = &out[i];
         if (rc == -EBUSY) {
-            *o = refusal(e, r->base + p * PAGE);
+            uint8_t outcome = unshare_and_retry(r, p, holder_addr(e, run, i));
+            if (outcome) *o = outcome; /* else detached: PENDING */
+            i++;
+            continue;
         } else if (rc == -ENOENT && single) {
             /* The user discarded it while we held it: it reads zeros again; wake whoever waits. */
             uint64_t filled;
-            if (fill_zero(e, r->base + p * PAGE, 1, true, &filled) == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE);
+            if (fill_zero(e, r->base + p * PAGE, 1, true, true, &filled) == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE);
             *o = CDM_OUT_BUSY;
         } else if ((rc == -ENOENT || rc == -EINVAL || rc == -EEXIST) && !single) {
             single = true; /* a boundary the user made inside the run, or one occupied holder */
@@ -204,7 +232,7 @@ static void restore(cdm_region *r, mig_run *run, uint64_t i) {
         uint64_t done;
         int rc = uffd_move(e, at, holder, PAGE, true, &done);
         if (rc == 0 || rc == -EEXIST) break;
-        rc = uffd_copy(e, at, holder, PAGE, &done);
+        rc = uffd_copy(e, at, holder, PAGE, true, &done);
         if (rc == 0 || rc == -EEXIST) {
             /* The holder keeps a copy: a staging slot must be a hole again before it is freed. */
             if (run->src == CDM_HOST_NODE) staging_empty(e, run->slot + i, 1); /* release_run frees the slot */
@@ -235,7 +263,7 @@ static void copy_and_attach(cdm_region *r, mig_run *run, int target, uint8_t *ou
             uint8_t *at = r->base + (run->first_page + i) * PAGE;
             int rc = target != CDM_HOST_NODE ? uffd_move(e, at, frame_addr(e, target, run->dst_frame + i), (b - i) * PAGE, true, &done)
                      : run->has_spare ? uffd_move(e, at, e->staging + (run->spare + i) * PAGE, (b - i) * PAGE, true, &done)
-                                      : uffd_copy(e, at, holder_addr(e, run, i), (b - i) * PAGE, &done);
+                                      : uffd_copy(e, at, holder_addr(e, run, i), (b - i) * PAGE, true, &done);
             i += done / PAGE;
             if (rc == 0 || rc == -EAGAIN) continue;
             out[i] = CDM_OUT_FAILED;

@@ -143,7 +143,7 @@ static void release_device_frames(cdm_region *r) {
             uint64_t one;
             uint64_t got = 0;
             if (uffd_move(e, slot + k * PAGE, r->base + (p + k) * PAGE, PAGE, false, &one) < 0)
-                uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, &got);
+                uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, false, &got);
         }
         pool_free(&e->nodes[node].pool, frame, n);
         atomic_fetch_sub(&r->device_pages, n);
@@ -155,8 +155,12 @@ int cdm_region_destroy(cdm_region *r) {
     cdm_engine *e = r->engine;
     table_remove(e, r);
     readahead_forget(e, r);
-    /* The fault and readahead threads hold a reference only for one short step. */
-    while (atomic_load_explicit(&r->refs, memory_order_acquire) > 0) sched_yield();
+    /* The fault and readahead threads hold a reference only for one short step, and never while a
+     * toucher they released runs; a holder that was preempted gets the CPU back. */
+    for (unsigned spins = 0; atomic_load_explicit(&r->refs, memory_order_acquire) > 0; spins++) {
+        if (spins < 64) sched_yield();
+        else usleep(20);
+    }
     release_device_frames(r);
     /* Unregistering wakes every thread blocked on this range; they retry on plain anonymous memory. */
     uffd_unregister(e, r->base, r->size);
@@ -196,6 +200,7 @@ int cdm_region_pin(cdm_region *r, uint64_t first, uint64_t count) {
         case PS_EMPTY: {
             uint64_t end = p + ZERO_CHUNK_PAGES < first + count ? p + ZERO_CHUNK_PAGES : first + count;
             int rc = resolve_first_touch(r, p, end - p, true);
+            uffd_wake(r->engine, r->base + p * PAGE, (end - p) * PAGE);
             if (rc < 0) {
                 unpin_pages(r, first, p - first);
                 return rc;

@@ -12,14 +12,14 @@ static inline int empty_target(const cdm_region *r, uint64_t w) {
     return n ? n - 1 : r->placement;
 }
 
-/* Fills [addr, +pages) with zeros and wakes its waiters: real pages for writers (UFFDIO_COPY from the
+/* Fills [addr, +pages) with zeros, waking its waiters if asked: real pages for writers (UFFDIO_COPY from the
  * zero buffer), the shared zero page for readers. *filled counts pages filled before an error. */
-int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, uint64_t *filled) {
+int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool wake, uint64_t *filled) {
     *filled = 0;
     while (*filled < pages) {
         uint64_t chunk = pages - *filled < ZERO_CHUNK_PAGES ? pages - *filled : ZERO_CHUNK_PAGES, done;
         uint8_t *at = addr + *filled * PAGE;
-        int rc = writable ? uffd_copy(e, at, e->zeros, chunk * PAGE, &done) : uffd_zeropage(e, at, chunk * PAGE, &done);
+        int rc = writable ? uffd_copy(e, at, e->zeros, chunk * PAGE, wake, &done) : uffd_zeropage(e, at, chunk * PAGE, wake, &done);
         *filled += done / PAGE;
         if (rc == -EAGAIN) continue;
         if (rc < 0) return rc;
@@ -49,14 +49,12 @@ static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable)
     bool single = false;
     while (p < end) {
         uint64_t want = single ? 1 : end - p, filled;
-        int rc = fill_zero(e, r->base + p * PAGE, want, writable, &filled);
+        int rc = fill_zero(e, r->base + p * PAGE, want, writable, false, &filled);
         publish_host(r, p, filled);
         p += filled;
         if (rc == 0) continue;
         if (rc == -EEXIST) {
-            /* A page is there already: it is resident as it is. */
-            publish_host(r, p, 1);
-            uffd_wake(e, r->base + p * PAGE, PAGE);
+            publish_host(r, p, 1); /* a page is there already: it is resident as it is */
             p++;
             continue;
         }
@@ -89,7 +87,7 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         uint8_t *slot = frame_addr(e, node, frame);
         memset(slot, 0, got * PAGE); /* frames are reused: a first touch reads zeros, as on the host */
         uint64_t moved_bytes;
-        int rc = uffd_move(e, r->base + p * PAGE, slot, got * PAGE, true, &moved_bytes);
+        int rc = uffd_move(e, r->base + p * PAGE, slot, got * PAGE, false, &moved_bytes);
         uint64_t moved = moved_bytes / PAGE;
         for (uint64_t k = 0; k < moved; k++) region_store(r, p + k, PS_MAKE(PS_RESIDENT, node, frame + k));
         atomic_fetch_add(&r->device_pages, moved);
@@ -156,36 +154,51 @@ static void retry_later(cdm_engine *e, uint64_t addr) {
 
 /* The user discarded a resident page (madvise DONTNEED and the like) and touched it again: it reads
  * zeros, like anonymous memory, and keeps its node. Owning the word keeps migrations off it meanwhile. */
-static void refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
+static bool refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
     /* Most such events are old: a toucher interrupted by a signal (the runtime suspending threads for a
      * GC) faults again and queues a second event for a page resolved since. Owning the word for those
      * would turn concurrent migrations of the page away as busy. */
-    if (page_present(e, r->base + p * PAGE)) {
-        uffd_wake(e, r->base + p * PAGE, PAGE);
-        return;
-    }
-    if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_FAULTING))) return;
+    if (page_present(e, r->base + p * PAGE)) return true;
+    if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_FAULTING))) return true;
     uint64_t filled;
-    int rc = fill_zero(e, r->base + p * PAGE, 1, true, &filled);
+    int rc = fill_zero(e, r->base + p * PAGE, 1, true, false, &filled);
     region_store(r, p, w);
     if (rc == 0) atomic_fetch_add(&e->st.refilled, 1);
-    else if (rc == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE); /* an old event: the page is there */
-    else if (rc != -ENOENT) atomic_fetch_add(&e->st.fill_errors, 1), retry_later(e, (uint64_t)(r->base + p * PAGE));
+    if (rc == 0 || rc == -EEXIST || rc == -ENOENT) return true;
+    atomic_fetch_add(&e->st.fill_errors, 1);
+    retry_later(e, (uint64_t)(r->base + p * PAGE));
+    return false;
 }
 
-static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable) {
+/* Serves a missing-page fault; returns the pages [*wake_first, +*wake_count) the caller wakes once it
+ * has let go of the region, less page *hold (UINT64_MAX: none), whose toucher waits for a retry: woken,
+ * it would only fault again at once. */
+static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable, uint64_t *wake_first, uint64_t *wake_count,
+                           uint64_t *hold) {
     uint64_t w = region_word(r, p);
+    *wake_first = p;
+    *wake_count = 1;
+    *hold = UINT64_MAX;
     switch (PS_STATE(w)) {
     case PS_EMPTY: break;
-    case PS_FAULTING: return; /* its resolver wakes it */
-    case PS_MIGRATING: atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
-    default: refill(e, r, p, w); return;
+    case PS_FAULTING: *wake_count = 0; return; /* its resolver wakes it */
+    case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
+    default:
+        if (!refill(e, r, p, w)) *wake_count = 0;
+        return;
     }
     atomic_fetch_add(&e->st.faults_missing, 1);
     uint64_t fa = r->fault_around;
     uint64_t ws = p - p % fa, wn = ws + fa > r->pages ? r->pages - ws : fa;
     int rc = resolve_first_touch(r, ws, wn, writable);
-    if (rc < 0 && rc != -ENOENT && PS_STATE(region_word(r, p)) == PS_EMPTY) retry_later(e, (uint64_t)(r->base + p * PAGE));
+    *wake_first = ws;
+    *wake_count = wn;
+    if (rc < 0 && rc != -ENOENT && PS_STATE(region_word(r, p)) == PS_EMPTY) {
+        /* Not filled: its toucher waits for the retry. (ENOENT: its area went away; woken, it faults
+         * on whatever is mapped there now.) */
+        retry_later(e, (uint64_t)(r->base + p * PAGE));
+        *hold = p;
+    }
     /* A first touch right after resident pages looks sequential: resolve ahead of it on the readahead
      * thread, so the toucher stops waiting a round trip per window (as the kernel's readahead does). */
     if (rc == 0 && r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
@@ -215,6 +228,7 @@ static bool readahead_step(cdm_engine *e) {
     pthread_mutex_unlock(&e->ahead.lock);
     if (!r) return false;
     int rc = resolve_first_touch(r, first, count, true);
+    uint8_t *wake_at = r->base + first * PAGE;
     if (rc < 0) {
         /* Stop the stream; touchers of pages left untouched fault and are served as usual. */
         pthread_mutex_lock(&e->ahead.lock);
@@ -224,6 +238,7 @@ static bool readahead_step(cdm_engine *e) {
         atomic_fetch_add(&e->st.readahead, count);
     }
     region_put(r);
+    uffd_wake(e, wake_at, count * PAGE);
     return true;
 }
 
@@ -255,7 +270,7 @@ static bool handle_engine_area(cdm_engine *e, uint64_t addr) {
         ours = addr >= (uint64_t)e->nodes[i].arena && addr < (uint64_t)e->nodes[i].arena + e->nodes[i].capacity;
     if (!ours) return false;
     uint64_t filled;
-    if (fill_zero(e, (uint8_t *)addr, 1, true, &filled) == -EEXIST) uffd_wake(e, (void *)addr, PAGE);
+    if (fill_zero(e, (uint8_t *)addr, 1, true, true, &filled) == -EEXIST) uffd_wake(e, (void *)addr, PAGE);
     return true;
 }
 
@@ -267,8 +282,17 @@ static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
         handle_engine_area(e, addr);
         return;
     }
-    handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE);
+    uint64_t first, count, hold;
+    uint8_t *base = r->base;
+    handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
     region_put(r);
+    /* Woken only now: a toucher that goes on to destroy the region finds no reference left to wait for. */
+    if (hold >= first && hold < first + count) {
+        if (hold > first) uffd_wake(e, base + first * PAGE, (hold - first) * PAGE);
+        if (hold + 1 < first + count) uffd_wake(e, base + (hold + 1) * PAGE, (first + count - hold - 1) * PAGE);
+    } else if (count) {
+        uffd_wake(e, base + first * PAGE, count * PAGE);
+    }
 }
 
 /* Retries the fills the kernel refused last time; those failing again queue themselves again. */
@@ -350,6 +374,7 @@ int cdm_region_populate(cdm_region *r, uint64_t first, uint64_t count) {
     for (uint64_t p = first; p < first + count; p += ZERO_CHUNK_PAGES) {
         uint64_t n = first + count - p < ZERO_CHUNK_PAGES ? first + count - p : ZERO_CHUNK_PAGES;
         int rc = resolve_first_touch(r, p, n, true);
+        uffd_wake(r->engine, r->base + p * PAGE, n * PAGE);
         if (rc < 0) return rc;
     }
     /* Pages another resolver held are resolved (or given back untouched) within its step. */
@@ -358,6 +383,7 @@ int cdm_region_populate(cdm_region *r, uint64_t first, uint64_t count) {
         if (s == PS_FAULTING) { sched_yield(); continue; }
         if (s == PS_EMPTY) {
             int rc = resolve_first_touch(r, p, 1, true);
+            uffd_wake(r->engine, r->base + p * PAGE, PAGE);
             if (rc < 0) return rc;
             continue;
         }

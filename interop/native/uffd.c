@@ -77,21 +77,21 @@ int uffd_unregister(cdm_engine *e, void *addr, uint64_t len) {
     return ioctl(e->uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
 }
 
-int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, uint64_t *done) {
+int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, bool wake, uint64_t *done) {
     *done = 0;
     int rc = inject_check(e, CDM_OP_ZEROPAGE);
     if (rc) return rc;
-    struct uffdio_zeropage z = {.range = {.start = (uint64_t)addr, .len = len}};
+    struct uffdio_zeropage z = {.range = {.start = (uint64_t)addr, .len = len}, .mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE};
     rc = ioctl(e->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
     *done = rc == 0 ? len : z.zeropage > 0 ? (uint64_t)z.zeropage : 0;
     return rc;
 }
 
-int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, uint64_t *done) {
+int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, bool wake, uint64_t *done) {
     *done = 0;
     int rc = inject_check(e, CDM_OP_COPY);
     if (rc) return rc;
-    struct uffdio_copy c = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len};
+    struct uffdio_copy c = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len, .mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE};
     rc = ioctl(e->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
     *done = rc == 0 ? len : c.copy > 0 ? (uint64_t)c.copy : 0;
     return rc;

@@ -41,8 +41,13 @@ public readonly record struct MemoryStatistics
     /// <see cref="Region.Pin"/> lease held the page.</summary>
     public ulong PagesRefusedPinned { get; init; }
 
-    /// <summary>Page migrations refused because the page is shared copy-on-write with a forked child.</summary>
+    /// <summary>Page migrations refused because the page is shared copy-on-write with a forked child and the
+    /// sharing could not be broken.</summary>
     public ulong PagesRefusedShared { get; init; }
+
+    /// <summary>Pages shared copy-on-write with a forked child (or not written since one exited) whose sharing
+    /// a migration broke, as a write would, so they could move; the child keeps its own copy.</summary>
+    public ulong PagesUnshared { get; init; }
 
     /// <summary>Resident pages the application discarded (madvise MADV_DONTNEED) and touched again: zeros.</summary>
     public ulong PagesRefilled { get; init; }

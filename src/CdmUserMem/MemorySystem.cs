@@ -200,6 +200,7 @@ public sealed class MemorySystem : IDisposable
             PagesReadAhead = s.PagesReadAhead,
             PagesRefusedPinned = s.PagesRefusedPinned,
             PagesRefusedShared = s.PagesRefusedShared,
+            PagesUnshared = s.PagesUnshared,
             PagesRefilled = s.PagesRefilled,
             FillErrors = s.FillErrors,
             FaultLoopErrors = s.FaultLoopErrors,

@@ -29,8 +29,9 @@ public enum MigrationOutcome : byte
     /// </summary>
     Pinned = CdmOutcome.Pinned,
     /// <summary>
-    /// Shared copy-on-write with a forked child: the kernel refuses to move it. It becomes movable when the
-    /// child exits or execs and this process writes the page (the write makes it exclusive again).
+    /// Shared copy-on-write with a forked child, and the sharing could not be broken. (Normally a migration
+    /// breaks it as a write would, with MADV_POPULATE_WRITE, and moves this process's copy; the child keeps
+    /// its own: see <see cref="MemoryStatistics.PagesUnshared"/>.)
     /// </summary>
     Shared = CdmOutcome.Shared,
 }

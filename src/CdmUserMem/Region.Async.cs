@@ -5,7 +5,14 @@ public sealed partial class Region
 {
     private async Task<MigrationResult> MigrateQueuedAsync(MigrationRequest request, CancellationToken cancellationToken)
     {
-        await _migrationLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _migrationLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new MigrationCanceledException(new MigrationResult(request.Target), cancellationToken);
+        }
         try
         {
             // The batches block in native code: run them off the caller's context.

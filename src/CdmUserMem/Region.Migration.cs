@@ -27,7 +27,7 @@ public sealed unsafe partial class Region
     public MigrationResult Migrate(ulong offset, ulong length, MemoryNode target, MigrationOptions? options, CancellationToken cancellationToken)
     {
         var request = Validate(offset, length, target, options);
-        _migrationLock.Wait(cancellationToken);
+        WaitForTurn(request, cancellationToken);
         try
         {
             return MigrateLocked(request, cancellationToken);
@@ -47,6 +47,19 @@ public sealed unsafe partial class Region
     {
         var request = Validate(offset, length, target, options);
         return MigrateQueuedAsync(request, cancellationToken);
+    }
+
+    /// <summary>Waits for the region's running migration; cancelled meanwhile, nothing was done.</summary>
+    private void WaitForTurn(MigrationRequest request, CancellationToken cancellationToken)
+    {
+        try
+        {
+            _migrationLock.Wait(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new MigrationCanceledException(new MigrationResult(request.Target), cancellationToken);
+        }
     }
 
     internal readonly record struct MigrationRequest(ulong First, ulong Count, MemoryNode Target, MigrationOptions Options);

@@ -20,11 +20,17 @@ public unsafe class ConcurrencyTests(ITestOutputHelper output)
         var watchdog = new Watchdog();
         using var stop = new CancellationTokenSource();
         Exception? failure = null;
-        void Run(Action body) => new Thread(() =>
+        var workers = new List<Thread>();
+        void Run(Action body)
         {
-            try { body(); }
-            catch (Exception e) { failure ??= e; }
-        }) { IsBackground = true }.Start();
+            var thread = new Thread(() =>
+            {
+                try { body(); }
+                catch (Exception e) { failure ??= e; }
+            }) { IsBackground = true };
+            workers.Add(thread);
+            thread.Start();
+        }
 
         long touches = 0, collections = 0, migrations = 0;
         for (int t = 0; t < 2; t++)
@@ -70,11 +76,12 @@ public unsafe class ConcurrencyTests(ITestOutputHelper output)
 
         watchdog.Watch(TimeSpan.FromSeconds(20), TimeSpan.FromSeconds(10), () => failure is not null);
         stop.Cancel();
+        // Every worker finishes its round and ends before anything is disposed.
+        foreach (var worker in workers) Assert.True(worker.Join(TimeSpan.FromSeconds(30)), "a worker did not end");
         Assert.Null(failure);
         output.WriteLine($"20 s GC storm: {touches} first touches, {collections} collections, {migrations} migrations of 2 MiB");
         // Every thread made progress: faults were served and migrations completed while the GC ran.
         Assert.True(touches > 1000 && collections > 100 && migrations >= 1, $"touches {touches}, collections {collections}, migrations {migrations}");
-        Thread.Sleep(500); // let the workers finish their last round before the system is disposed
         Assert.Null(FirstMismatch(shared, 0, 2 * MiB, seed: 5));
     }
 

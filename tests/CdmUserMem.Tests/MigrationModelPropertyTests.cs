@@ -82,16 +82,21 @@ public class MigrationModelPropertyTests
                     var result = region.Migrate((ulong)step.First * Page, (ulong)step.Count * Page, nodes[step.Node]);
                     foreach (var run in result.Runs)
                         for (ulong o = run.Offset; o < run.Offset + run.Length; o += Page)
-                            if (run.Outcome != expected[o / Page]) return false;
+                            if (run.Outcome != expected[o / Page])
+                                throw new InvalidOperationException($"{step}: page {o / Page} {run.Outcome}, model {expected[o / Page]}; {result}");
                     if (result.Runs.Sum(r => (long)r.Length) != step.Count * (long)Page) return false;
                 }
                 for (int p = 0; p < Pages; p++)
                 {
-                    if (region.NodeOf((ulong)p * Page)?.Id != node[p]) return false;
-                    if (node[p] is not null && region.AsSpan((ulong)p * Page, (int)Page).IndexOfAnyExcept(value[p]) >= 0) return false;
+                    if (region.NodeOf((ulong)p * Page)?.Id != node[p])
+                        throw new InvalidOperationException($"after {step}: page {p} on {region.NodeOf((ulong)p * Page)?.Id}, model {node[p]}");
+                    if (node[p] is not null && region.AsSpan((ulong)p * Page, (int)Page).IndexOfAnyExcept(value[p]) >= 0)
+                        throw new InvalidOperationException($"after {step}: page {p} lost its data");
                 }
-                if (dev0.GetUsage().UsedBytes != (ulong)node.Count(n => n == 1) * Page) return false;
-                if (dev1.GetUsage().UsedBytes != (ulong)node.Count(n => n == 2) * Page) return false;
+                if (dev0.GetUsage().UsedBytes != (ulong)node.Count(n => n == 1) * Page)
+                    throw new InvalidOperationException($"after {step}: dev0 uses {dev0.GetUsage().UsedBytes / Page}, model {node.Count(n => n == 1)}");
+                if (dev1.GetUsage().UsedBytes != (ulong)node.Count(n => n == 2) * Page)
+                    throw new InvalidOperationException($"after {step}: dev1 uses {dev1.GetUsage().UsedBytes / Page}, model {node.Count(n => n == 2)}");
             }
             return true;
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(60));

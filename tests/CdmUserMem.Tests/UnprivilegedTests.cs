@@ -70,10 +70,11 @@ public class UnprivilegedTests
     [Fact]
     public void Blocked_userfaultfd_is_reported_with_what_to_do()
     {
-        string deny = Path.Combine(AppContext.BaseDirectory, "libcdmdenyuffd.so");
+        string deny = Path.Combine(AppContext.BaseDirectory, "libcdmtestnative.so");
         var start = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "TransparentMigration.dll"));
         start.Environment["LD_PRELOAD"] = deny;
+        start.Environment["CDM_TEST_DENY_USERFAULTFD"] = "1";
         var (exitCode, output) = RunToExit(start, TimeSpan.FromSeconds(60));
         Assert.True(exitCode == 2, output);
         Assert.Contains("userfaultfd(2) is not available", output);

@@ -1,17 +1,21 @@
-/* LD_PRELOAD this to run a program as if its container's seccomp profile blocked userfaultfd: the
- * syscall fails with ENOSYS, as on a kernel built without CONFIG_USERFAULTFD, and so does the
- * /dev/userfaultfd route (its USERFAULTFD_IOC_NEW ioctl). Test use only. */
+/* LD_PRELOAD this with CDM_TEST_DENY_USERFAULTFD=1 to run a program as if its container's seccomp
+ * profile blocked userfaultfd: the syscall fails with ENOSYS, as on a kernel built without
+ * CONFIG_USERFAULTFD, and so does the /dev/userfaultfd route (its USERFAULTFD_IOC_NEW ioctl). */
 #include <errno.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #define USERFAULTFD_IOC_NEW_CMD 0xAA00u /* _IO(0xAA, 0x00) */
 
 __attribute__((constructor)) static void deny_userfaultfd(void) {
+    const char *deny = getenv("CDM_TEST_DENY_USERFAULTFD");
+    if (!deny || strcmp(deny, "1") != 0) return; /* loaded by the tests for its probes only */
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
