@@ -30,10 +30,11 @@ static int register_range(int uffd, void *addr, uint64_t len, uint64_t mode) {
     return ioctl(uffd, UFFDIO_REGISTER, &reg);
 }
 
-/* A memfd MAP_SHARED range whose missing faults a bare resolver thread fills with zero pages, as ours is laid out. */
+/* An anonymous private range whose missing faults a bare resolver thread fills with zeroed pages
+ * (UFFDIO_COPY from a zero page, as for a writer), as ours is laid out. */
 typedef struct bl_resolver {
-    int uffd, stop_fd, memfd;
-    uint8_t *base;
+    int uffd, stop_fd;
+    uint8_t *base, *zeros;
     uint64_t size, window;
     pthread_t thread;
 } bl_resolver;
@@ -50,8 +51,8 @@ static void *resolver_loop(void *arg) {
             uint64_t page = (msgs[i].arg.pagefault.address - (uint64_t)b->base) / PAGE;
             uint64_t start = page - page % b->window, len = b->window;
             if ((start + len) * PAGE > b->size) len = b->size / PAGE - start;
-            struct uffdio_zeropage z = {.range = {.start = (uint64_t)b->base + start * PAGE, .len = len * PAGE}};
-            if (ioctl(b->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno == EEXIST) {
+            struct uffdio_copy c = {.dst = (uint64_t)b->base + start * PAGE, .src = (uint64_t)b->zeros, .len = len * PAGE};
+            if (ioctl(b->uffd, UFFDIO_COPY, &c) < 0 && errno == EEXIST) {
                 struct uffdio_range r = {.start = (uint64_t)b->base + page * PAGE, .len = PAGE};
                 ioctl(b->uffd, UFFDIO_WAKE, &r);
             }
@@ -63,12 +64,13 @@ bl_resolver *bl_resolver_create(uint64_t size, uint64_t window_pages) {
     bl_resolver *b = calloc(1, sizeof *b);
     b->size = size;
     b->window = window_pages ? window_pages : 1;
-    b->uffd = open_uffd(UFFD_FEATURE_MISSING_SHMEM);
+    b->uffd = open_uffd(0);
     b->stop_fd = eventfd(0, EFD_CLOEXEC);
-    b->memfd = memfd_create("bl-resolver", MFD_CLOEXEC);
-    if (b->uffd < 0 || b->memfd < 0 || ftruncate(b->memfd, (off_t)size) < 0) return NULL;
-    b->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, b->memfd, 0);
-    if (b->base == MAP_FAILED || register_range(b->uffd, b->base, size, UFFDIO_REGISTER_MODE_MISSING) < 0) return NULL;
+    if (b->uffd < 0) return NULL;
+    b->zeros = mmap(NULL, b->window * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    b->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (b->base == MAP_FAILED || b->zeros == MAP_FAILED) return NULL;
+    if (register_range(b->uffd, b->base, size, UFFDIO_REGISTER_MODE_MISSING) < 0) return NULL;
     pthread_create(&b->thread, NULL, resolver_loop, b);
     return b;
 }
@@ -80,13 +82,14 @@ void bl_resolver_destroy(bl_resolver *b) {
     if (write(b->stop_fd, &one, sizeof one) < 0) return;
     pthread_join(b->thread, NULL);
     munmap(b->base, b->size);
-    close(b->memfd);
+    munmap(b->zeros, b->window * PAGE);
     close(b->uffd);
     close(b->stop_fd);
     free(b);
 }
 
-/* A populated memfd range and a second memfd to migrate into with the bare primitive sequence. */
+/* The first design's bare primitive sequence, the baseline migrations are measured against: a populated
+ * memfd range and a second memfd to migrate into. */
 typedef struct bl_migration {
     int uffd, src_fd, dst_fd;
     uint8_t *base, *dst_view;

@@ -22,7 +22,7 @@ using var region = system.Reserve(settings.RegionMiB << 20, new RegionOptions { 
 
 Console.WriteLine($"CdmUserMem transparent migration: {settings.RegionMiB} MiB region, device '{device.Name}' of {settings.DeviceMiB} MiB, " +
                   $"{settings.Workers} workers, {settings.Seconds} s");
-Console.WriteLine($"  fault mode: {system.FaultMode}; device arena pinned: {(device.IsPinned ? "yes" : $"no ({device.PinFailure})")}; " +
+Console.WriteLine($"  fault mode: {system.FaultMode} (userfaultfd from {system.UserfaultfdSource}); device arena pinned: {(device.IsPinned ? "yes" : $"no ({device.PinFailure})")}; " +
                   $"copy engine: {CopyEngine.InstructionSet}");
 Console.WriteLine("  map: one character per MiB  H host  D device  m mixed  . untouched");
 
@@ -55,7 +55,7 @@ while (clock.Elapsed.TotalSeconds < settings.Seconds && workers.All(w => !w.IsCo
         var s = system.GetStatistics();
         Console.WriteLine($"[{clock.Elapsed.TotalSeconds,5:F1}s] {ResidencyMap.Render(region, chunk)}");
         Console.WriteLine($"         writes {records.Writes,10:N0}  faults {s.FirstTouchFaults,6:N0}  migrated {s.PagesMigrated,8:N0} pages  " +
-                          $"aborted {s.MigrationsAborted,5:N0}  device used {device.GetUsage().UsedBytes >> 20,3} MiB  mappings {region.MappingCount}");
+                          $"waits {s.FaultsWaitedOnMigration,5:N0}  device used {device.GetUsage().UsedBytes >> 20,3} MiB  mappings {region.MappingCount}");
     }
     await Task.Delay(settings.PauseMs);
 }
@@ -70,7 +70,7 @@ Console.WriteLine($"migrations: {migrations:N0} calls, {migratedBytes >> 20:N0} 
                   $"{(migratedBytes > 0 ? migratedBytes / migrateSeconds / 1e9 : 0):F2} GB/s while contended, " +
                   $"{busyPages:N0} pages busy, {noCapacityPages:N0} pages found the device full");
 Console.WriteLine($"faults: {final.FirstTouchFaults:N0} first-touch ({final.PagesZeroFilledOnHost:N0} pages zero-filled), " +
-                  $"{final.WriteProtectFaults:N0} write faults during migration, {final.MigrationsAborted:N0} aborted page migrations");
+                  $"{final.FaultsWaitedOnMigration:N0} accesses waited for a page in flight (each for at most its batch's copy)");
 Console.WriteLine($"records: {verdict.Records:N0} checked, {records.Writes:N0} writes, {verdict.Failures} bad");
 if (verdict.Failures > 0 || records.WorkerFailures > 0)
 {

@@ -112,4 +112,22 @@ public unsafe class ForkTests(ITestOutputHelper output)
         Assert.True(region.Migrate(0, 64 * Page, system.Host).IsComplete);
         Assert.Null(FirstChanged(region, 64));
     }
+
+    /// <summary>A child's calls into the engine are refused (its threads live in the parent) instead of
+    /// acting on the parent's state; the managed side turns the code into ForkedProcessException.</summary>
+    [Fact]
+    public void The_engine_refuses_a_forked_child()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        using var region = system.Reserve(MiB);
+        var handle = typeof(Region).GetField("_handle", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        nint native = ((System.Runtime.InteropServices.SafeHandle)handle.GetValue(region)!).DangerousGetHandle();
+        nint populate = System.Runtime.InteropServices.NativeLibrary.GetExport(
+            System.Runtime.InteropServices.NativeLibrary.Load("libcdmengine.so", typeof(MemorySystem).Assembly, null), "cdm_region_populate");
+        Assert.Equal(0, TestNative.ForkCall(populate, native, CdmUserMem.Interop.CdmEngine.ErrorForked, out int childExit));
+        Assert.Equal(0, childExit);
+        Assert.Null(region.NodeOf(0)); // the child's call changed nothing here
+        Assert.IsType<ForkedProcessException>(NativeErrors.ForErrno(CdmUserMem.Interop.CdmEngine.ErrorForked, "x"));
+    }
 }

@@ -55,6 +55,10 @@ internal static unsafe partial class TestNative
     [LibraryImport("cdmtestnative", EntryPoint = "cdmtest_release")]
     public static partial int Release(int holdFd, int pid);
 
+    /// <summary>Forks; the child calls fn(arg, 0, 1) and exits 0 if it returned expected (fork_probe.c).</summary>
+    [LibraryImport("cdmtestnative", EntryPoint = "cdmtest_fork_call")]
+    public static partial int ForkCall(nint fn, nint arg, int expected, out int childExit);
+
     public static void Check(bool ok, string what)
     {
         if (!ok) throw new InvalidOperationException($"{what} failed: errno {Marshal.GetLastPInvokeError()}");

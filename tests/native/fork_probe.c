@@ -59,3 +59,16 @@ int cdmtest_release(int32_t hold_fd, int32_t pid) {
         if (errno != EINTR) return -errno;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+/* The child calls fn(arg, 0, 1) (an engine entry point such as cdm_region_populate) and exits 0 when it
+ * returns expected: a child must be refused by the engine, whose threads live in the parent. */
+int cdmtest_fork_call(int (*fn)(void *, uint64_t, uint64_t), void *arg, int expected, int32_t *child_exit) {
+    pid_t pid = fork();
+    if (pid < 0) return -errno;
+    if (pid == 0) _exit(fn(arg, 0, 1) == expected ? 0 : 1);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -errno;
+    *child_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return 0;
+}
