@@ -78,7 +78,7 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     e->locked = may_lock_everything();
     if (e->locked) *mode |= CDM_MODE_LOCKED;
     e->mode = *mode;
-    e->owner = getpid();
+    e->generation = atomic_load(&fork_generation);
     e->mapping_budget = mapping_budget;
     atomic_store(&e->node_count, 1);
     int rc = 0;
@@ -122,6 +122,14 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
 
 void cdm_engine_destroy(cdm_engine *e) {
     if (!e) return;
+    if (engine_forked(e)) {
+        /* A fork() child has no engine threads, and no arenas or staging (MADV_DONTFORK): unmapping
+         * those addresses could only hit what the child mapped there since. Its descriptors go. */
+        close(e->uffd);
+        close(e->stop_fd);
+        if (e->pagemap_fd >= 0) close(e->pagemap_fd);
+        return;
+    }
     if (e->thread_started && !engine_forked(e)) {
         uint64_t one = 1;
         while (write(e->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {}

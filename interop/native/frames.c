@@ -124,3 +124,16 @@ void cdm_reservation_release(cdm_reservation *res) {
     pthread_mutex_unlock(&p->lock);
     free(res);
 }
+
+void pool_give_back(frame_pool *p, uint64_t start, uint64_t count, cdm_reservation *res) {
+    if (!res) {
+        pool_free(p, start, count);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k);
+    p->used -= count;
+    p->reserved += count;
+    atomic_fetch_add(&res->left, count);
+    pthread_mutex_unlock(&p->lock);
+}

@@ -110,7 +110,7 @@ struct cdm_engine {
     int pagemap_fd;
     uint32_t mode;
     bool locked;
-    pid_t owner;
+    uint64_t generation; /* fork_generation when the engine was made */
     pthread_t thread;
     bool thread_started;
     pthread_rwlock_t regions_lock; /* held only for table changes and lookups, never across work */
@@ -166,6 +166,8 @@ int pool_init(frame_pool *p, uint64_t frames);
 void pool_destroy(frame_pool *p);
 uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res);
 void pool_free(frame_pool *p, uint64_t start, uint64_t count);
+/* Frees frames drawn from a reservation (or not, when res is NULL) back into it, unused. */
+void pool_give_back(frame_pool *p, uint64_t start, uint64_t count, cdm_reservation *res);
 
 /* copy.c */
 int channels_start(copy_channels *c, uint32_t channels);
@@ -201,10 +203,12 @@ void readahead_forget(cdm_engine *e, cdm_region *r);
 /* staging.c */
 int staging_discard(cdm_engine *e, uint64_t slot, uint64_t count);
 int staging_empty(cdm_engine *e, uint64_t slot, uint64_t count);
+int discard_pages(cdm_engine *e, uint8_t *addr, uint64_t len);
 void staging_recycle(cdm_engine *e, uint64_t slot, uint64_t count);
 uint64_t spare_take(cdm_engine *e, uint64_t want, uint64_t *slot);
 
 /* migrate.c */
+extern _Atomic uint64_t fork_generation;
 void fork_lock_init(void);
 bool engine_forked(const cdm_engine *e);
 

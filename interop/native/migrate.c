@@ -18,6 +18,9 @@
  * page sits detached in staging (the child would see a hole where the parent has data). */
 static pthread_rwlock_t fork_lock;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+/* Children of fork() made since the process started, counted in each child: an engine made in an
+ * earlier generation belongs to an ancestor. Cheaper than getpid() on every system call. */
+_Atomic uint64_t fork_generation;
 static void fork_lock_make(void) {
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -29,13 +32,16 @@ static void fork_lock_make(void) {
 static void fork_prepare(void) { pthread_rwlock_wrlock(&fork_lock); }
 static void fork_parent(void) { pthread_rwlock_unlock(&fork_lock); }
 /* The child's thread has a new tid, so it cannot unlock the parent's write lock: it starts a new one. */
-static void fork_child(void) { fork_lock_make(); }
+static void fork_child(void) {
+    atomic_fetch_add(&fork_generation, 1);
+    fork_lock_make();
+}
 static void fork_setup(void) {
     fork_lock_make();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 void fork_lock_init(void) { pthread_once(&fork_once, fork_setup); }
-bool engine_forked(const cdm_engine *e) { return e->owner != getpid(); }
+bool engine_forked(const cdm_engine *e) { return e->generation != atomic_load_explicit(&fork_generation, memory_order_relaxed); }
 
 /* Contiguous pages of one source, claimed together; index i covers region page first_page + i. */
 typedef struct mig_run {
@@ -46,6 +52,7 @@ typedef struct mig_run {
     uint64_t slot;      /* host source: its first staging slot */
     uint64_t spare;     /* host target: its first spare host page, when has_spare */
     bool has_spare;
+    cdm_reservation *res; /* device target: the reservation its frames were drawn from, or NULL */
 } mig_run;
 
 #define RUNS_PER_STEP 64
@@ -68,7 +75,7 @@ static uint64_t run_extent(cdm_region *r, uint64_t p, uint64_t end, int target) 
 /* Gives back what a run allocated beyond index from. */
 static void run_trim(cdm_engine *e, mig_run *run, int target, uint64_t from) {
     if (run->capacity <= from) return;
-    if (target != CDM_HOST_NODE) pool_free(&e->nodes[target].pool, run->dst_frame + from, run->capacity - from);
+    if (target != CDM_HOST_NODE) pool_give_back(&e->nodes[target].pool, run->dst_frame + from, run->capacity - from, run->res);
     if (run->src == CDM_HOST_NODE) pool_free(&e->staging_pool, run->slot + from, run->capacity - from);
     if (run->has_spare) staging_recycle(e, run->spare + from, run->capacity - from);
     run->capacity = from;
@@ -111,11 +118,11 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (nr == RUNS_PER_STEP) break;
                 uint64_t want = run_extent(r, p, end, target), dst = 0, slot = 0, got = want;
                 if (want == 0) continue; /* changed under us: look again */
+                cdm_reservation *drawn = res && res->node == target ? res : NULL;
                 if (target != CDM_HOST_NODE) {
                     uint64_t hint = UINT64_MAX, prev = p > 0 ? region_word(r, p - 1) : 0;
                     if (p > 0 && PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == target) hint = PS_FRAME(prev) + 1;
-                    dst = pool_alloc(&e->nodes[target].pool, want, hint, &got,
-                                     res && res->node == target ? res : NULL);
+                    dst = pool_alloc(&e->nodes[target].pool, want, hint, &got, drawn);
                     if (got == 0) {
                         *o = CDM_OUT_NO_CAPACITY;
                         p++;
@@ -125,7 +132,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (src == CDM_HOST_NODE) {
                     uint64_t slots;
                     slot = pool_alloc(&e->staging_pool, got, UINT64_MAX, &slots, NULL);
-                    if (slots < got && target != CDM_HOST_NODE) pool_free(&e->nodes[target].pool, dst + slots, got - slots);
+                    if (slots < got && target != CDM_HOST_NODE) pool_give_back(&e->nodes[target].pool, dst + slots, got - slots, drawn);
                     got = slots;
                     if (got == 0) break; /* staging is busy with other migrations: end the step here */
                 }
@@ -133,7 +140,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (spares) got = spares;
                 run = &runs[nr++];
                 *run = (mig_run){.first_page = p, .capacity = got, .src = src, .src_frame = frame, .dst_frame = dst,
-                                 .slot = slot, .spare = spare, .has_spare = spares > 0};
+                                 .slot = slot, .spare = spare, .has_spare = spares > 0, .res = drawn};
             }
             if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
             run->count++;
@@ -208,7 +215,8 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
         } else if (rc == -ENOENT && single) {
             /* The user discarded it while we held it: it reads zeros again; wake whoever waits. */
             uint64_t filled;
-            if (fill_zero(e, r->base + p * PAGE, 1, true, true, &filled) == -EEXIST) uffd_wake(e, r->base + p * PAGE, PAGE);
+            fill_zero(e, r->base + p * PAGE, 1, true, false, &filled);
+            uffd_wake(e, r->base + p * PAGE, PAGE); /* filled or not: the toucher faults again if need be */
             *o = CDM_OUT_BUSY;
         } else if ((rc == -ENOENT || rc == -EINVAL || rc == -EEXIST) && !single) {
             single = true; /* a boundary the user made inside the run, or one occupied holder */
@@ -234,8 +242,9 @@ static void restore(cdm_region *r, mig_run *run, uint64_t i) {
         if (rc == 0 || rc == -EEXIST) break;
         rc = uffd_copy(e, at, holder, PAGE, true, &done);
         if (rc == 0 || rc == -EEXIST) {
-            /* The holder keeps a copy: a staging slot must be a hole again before it is freed. */
-            if (run->src == CDM_HOST_NODE) staging_empty(e, run->slot + i, 1); /* release_run frees the slot */
+            /* The holder keeps a copy. A staging slot must be a hole again before release_run frees it; an
+             * arena slot too, since its frame is the page's and lives in the region again. */
+            discard_pages(e, holder, PAGE);
             break;
         }
         usleep(attempt < 10 ? 100 : 10000);
@@ -289,7 +298,7 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint8_t *out) {
             moved++;
             if (run->src != CDM_HOST_NODE) pool_free(&e->nodes[run->src].pool, run->src_frame + i, 1);
         } else if (target != CDM_HOST_NODE) {
-            pool_free(&e->nodes[target].pool, run->dst_frame + i, 1); /* its slot still holds a page */
+            pool_give_back(&e->nodes[target].pool, run->dst_frame + i, 1, run->res); /* its slot still holds a page */
         }
     }
     /* Spares moved into the region left holes; unused ones still hold their pages. */

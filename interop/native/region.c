@@ -137,15 +137,18 @@ static void release_device_frames(cdm_region *r) {
         }
         uint8_t *slot = frame_addr(e, node, frame);
         uint64_t moved = 0;
-        int rc = e->owner == getpid() ? uffd_move(e, slot, r->base + p * PAGE, n * PAGE, false, &moved) : -ESRCH;
+        int rc = uffd_move(e, slot, r->base + p * PAGE, n * PAGE, false, &moved);
+        if (rc == 0) pool_free(&e->nodes[node].pool, frame, n);
+        else if (moved) pool_free(&e->nodes[node].pool, frame, moved / PAGE);
         for (uint64_t k = moved / PAGE; rc < 0 && k < n; k++) {
-            /* Moved out only in part (a discarded page, a split area): the rest get fresh pages. */
+            /* Moved out only in part (a discarded or pinned page, a split area): the rest get fresh pages.
+             * A slot that cannot get one stays allocated: the fault thread zeroes free frames in place,
+             * and a hole there would make it fault on itself. */
             uint64_t one;
-            uint64_t got = 0;
-            if (uffd_move(e, slot + k * PAGE, r->base + (p + k) * PAGE, PAGE, false, &one) < 0)
-                uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, false, &got);
+            if (uffd_move(e, slot + k * PAGE, r->base + (p + k) * PAGE, PAGE, false, &one) == 0 ||
+                uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, false, &one) == 0)
+                pool_free(&e->nodes[node].pool, frame + k, 1);
         }
-        pool_free(&e->nodes[node].pool, frame, n);
         atomic_fetch_sub(&r->device_pages, n);
         p += n - 1;
     }
@@ -153,6 +156,14 @@ static void release_device_frames(cdm_region *r) {
 
 int cdm_region_destroy(cdm_region *r) {
     cdm_engine *e = r->engine;
+    /* A fork() child must not touch the parent's registrations or arenas through the shared descriptor:
+     * it drops only its own copy of the range. */
+    if (engine_forked(e)) {
+        munmap(r->base, r->size);
+        munmap((void *)r->pt, r->pages * sizeof(uint64_t));
+        free(r);
+        return CDM_E_FORKED;
+    }
     table_remove(e, r);
     readahead_forget(e, r);
     /* The fault and readahead threads hold a reference only for one short step, and never while a

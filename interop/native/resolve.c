@@ -162,7 +162,9 @@ static bool refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
     if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_FAULTING))) return true;
     uint64_t filled;
     int rc = fill_zero(e, r->base + p * PAGE, 1, true, false, &filled);
-    region_store(r, p, w);
+    /* Back to resident with whatever pins changed meanwhile (unpin does not wait for a refill). */
+    uint64_t cur = PS_WITH_STATE(w, PS_FAULTING);
+    while (!region_cas(r, p, &cur, PS_WITH_STATE(cur, PS_RESIDENT))) {}
     if (rc == 0) atomic_fetch_add(&e->st.refilled, 1);
     if (rc == 0 || rc == -EEXIST || rc == -ENOENT) return true;
     atomic_fetch_add(&e->st.fill_errors, 1);
@@ -270,7 +272,9 @@ static bool handle_engine_area(cdm_engine *e, uint64_t addr) {
         ours = addr >= (uint64_t)e->nodes[i].arena && addr < (uint64_t)e->nodes[i].arena + e->nodes[i].capacity;
     if (!ours) return false;
     uint64_t filled;
-    if (fill_zero(e, (uint8_t *)addr, 1, true, true, &filled) == -EEXIST) uffd_wake(e, (void *)addr, PAGE);
+    int rc = fill_zero(e, (uint8_t *)addr, 1, true, true, &filled);
+    if (rc == -EEXIST) rc = uffd_wake(e, (void *)addr, PAGE);
+    if (rc < 0) retry_later(e, addr);
     return true;
 }
 
@@ -287,12 +291,15 @@ static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
     handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
     region_put(r);
     /* Woken only now: a toucher that goes on to destroy the region finds no reference left to wait for. */
+    int rc = 0;
     if (hold >= first && hold < first + count) {
-        if (hold > first) uffd_wake(e, base + first * PAGE, (hold - first) * PAGE);
-        if (hold + 1 < first + count) uffd_wake(e, base + (hold + 1) * PAGE, (first + count - hold - 1) * PAGE);
+        if (hold > first) rc |= uffd_wake(e, base + first * PAGE, (hold - first) * PAGE);
+        if (hold + 1 < first + count) rc |= uffd_wake(e, base + (hold + 1) * PAGE, (first + count - hold - 1) * PAGE);
     } else if (count) {
-        uffd_wake(e, base + first * PAGE, count * PAGE);
+        rc = uffd_wake(e, base + first * PAGE, count * PAGE);
     }
+    /* A toucher left asleep: its page is resolved, so the retry finds it present and wakes it again. */
+    if (rc < 0) retry_later(e, addr);
 }
 
 /* Retries the fills the kernel refused last time; those failing again queue themselves again. */

@@ -20,7 +20,12 @@ int staging_discard(cdm_engine *e, uint64_t slot, uint64_t count) {
 
 /* Frees the pages of slots the caller keeps allocated. */
 int staging_empty(cdm_engine *e, uint64_t slot, uint64_t count) {
-    return sys_madvise(e, e->staging + slot * PAGE, count * PAGE, e->locked ? MADV_DONTNEED_LOCKED : MADV_DONTNEED);
+    return discard_pages(e, e->staging + slot * PAGE, count * PAGE);
+}
+
+/* Frees the pages of one of the engine's areas, locked or not. */
+int discard_pages(cdm_engine *e, uint8_t *addr, uint64_t len) {
+    return sys_madvise(e, addr, len, e->locked ? MADV_DONTNEED_LOCKED : MADV_DONTNEED);
 }
 
 /* Keeps populated slots as spare host pages while there is room, else frees them. */

@@ -20,6 +20,10 @@
 
 #define REQUIRED_FEATURES CDM_UFFD_FEATURE_MOVE
 
+/* In a fork() child the descriptor still names the parent's address space: every ioctl would act on
+ * the parent's memory. Refused, whatever the caller. */
+static inline int refuse_in_child(cdm_engine *e) { return e && engine_forked(e) ? CDM_E_FORKED : 0; }
+
 /* A descriptor from /dev/userfaultfd (full mode for whoever may open it), else from the syscall. */
 static int open_descriptor(bool user_only, bool *from_device) {
     *from_device = false;
@@ -66,20 +70,23 @@ int uffd_open(uint32_t flags, uint32_t *mode, uint64_t *missing) {
 }
 
 int uffd_register(cdm_engine *e, void *addr, uint64_t len) {
-    int rc = inject_check(e, CDM_OP_REGISTER);
+    int rc = refuse_in_child(e);
+    if (!rc) rc = inject_check(e, CDM_OP_REGISTER);
     if (rc) return rc;
     struct uffdio_register reg = {.range = {.start = (uint64_t)addr, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
     return ioctl(e->uffd, UFFDIO_REGISTER, &reg) < 0 ? -errno : 0;
 }
 
 int uffd_unregister(cdm_engine *e, void *addr, uint64_t len) {
+    if (refuse_in_child(e)) return CDM_E_FORKED;
     struct uffdio_range range = {.start = (uint64_t)addr, .len = len};
     return ioctl(e->uffd, UFFDIO_UNREGISTER, &range) < 0 ? -errno : 0;
 }
 
 int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, bool wake, uint64_t *done) {
     *done = 0;
-    int rc = inject_check(e, CDM_OP_ZEROPAGE);
+    int rc = refuse_in_child(e);
+    if (!rc) rc = inject_check(e, CDM_OP_ZEROPAGE);
     if (rc) return rc;
     struct uffdio_zeropage z = {.range = {.start = (uint64_t)addr, .len = len}, .mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE};
     rc = ioctl(e->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? -errno : 0;
@@ -89,7 +96,8 @@ int uffd_zeropage(cdm_engine *e, void *addr, uint64_t len, bool wake, uint64_t *
 
 int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, bool wake, uint64_t *done) {
     *done = 0;
-    int rc = inject_check(e, CDM_OP_COPY);
+    int rc = refuse_in_child(e);
+    if (!rc) rc = inject_check(e, CDM_OP_COPY);
     if (rc) return rc;
     struct uffdio_copy c = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len, .mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE};
     rc = ioctl(e->uffd, UFFDIO_COPY, &c) < 0 ? -errno : 0;
@@ -99,7 +107,8 @@ int uffd_copy(cdm_engine *e, void *dst, const void *src, uint64_t len, bool wake
 
 int uffd_move(cdm_engine *e, void *dst, void *src, uint64_t len, bool wake, uint64_t *done) {
     *done = 0;
-    int rc = inject_check(e, CDM_OP_MOVE);
+    int rc = refuse_in_child(e);
+    if (!rc) rc = inject_check(e, CDM_OP_MOVE);
     if (rc) return rc;
     struct uffdio_move m = {.dst = (uint64_t)dst, .src = (uint64_t)src, .len = len,
                             .mode = wake ? 0 : UFFDIO_MOVE_MODE_DONTWAKE};
@@ -109,7 +118,8 @@ int uffd_move(cdm_engine *e, void *dst, void *src, uint64_t len, bool wake, uint
 }
 
 int uffd_wake(cdm_engine *e, void *addr, uint64_t len) {
-    int rc = inject_check(e, CDM_OP_WAKE);
+    int rc = refuse_in_child(e);
+    if (!rc) rc = inject_check(e, CDM_OP_WAKE);
     if (rc) return rc;
     struct uffdio_range range = {.start = (uint64_t)addr, .len = len};
     return ioctl(e->uffd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;

@@ -66,6 +66,24 @@ public class ApiContractTests
         Assert.IsNotType<OutOfMemoryException>(errors.First(e => e is not null));
     }
 
+    /// <summary>A frame drawn from a reservation and handed back unused (here: a page retried as busy)
+    /// returns to the reservation, so the retry still finds its frame on an exactly full node.</summary>
+    [Fact]
+    public void A_reservation_keeps_the_frames_its_retries_need()
+    {
+        var (system, device) = Create(deviceBytes: 64 * Page);
+        using var _ = system;
+        using var region = system.Reserve(64 * Page);
+        Fill(region, 0, 64 * Page, seed: 12);
+        // The detach of page 0 meets a hole (as if the application had discarded it): it is retried as busy.
+        system.InjectFault(CdmUserMem.Interop.CdmOp.Move, 2 /* ENOENT */, skip: 0, times: 2);
+        var result = region.Migrate(0, 64 * Page, device, new MigrationOptions { RequireCapacity = true });
+        Assert.True(result.IsComplete, result.ToString());
+        Assert.Equal(64UL, result.PagesMigrated);
+        Assert.Equal(64UL * Page, device.GetUsage().UsedBytes);
+        Assert.Null(FirstMismatch(region, 0, 64 * Page, seed: 12));
+    }
+
     [Fact]
     public void Cancellation_between_batches_carries_the_partial_result()
     {
