@@ -227,6 +227,9 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
             *o = CDM_OUT_FAILED;
         }
         unclaim(r, p);
+        /* A toucher of this page that faulted while we held it (the application had discarded it) was
+         * left to us: woken, it faults again and is served as usual. */
+        uffd_wake(e, r->base + p * PAGE, PAGE);
         i++;
     }
 }

@@ -124,7 +124,9 @@ public unsafe class ConcurrencyTests(ITestOutputHelper output)
         int done = 0;
         var migrator = new Thread(() =>
         {
-            for (; done < Migrations && lost is null; done++)
+            // At least Migrations, and on until a writer has met a detached page (it races the batch's
+            // copy window, which is a few microseconds for these few pages).
+            for (; (done < Migrations || (system.GetStatistics().FaultsWaitedOnMigration == 0 && done < 50 * Migrations)) && lost is null; done++)
             {
                 // Alternate whole-range and half-range moves so runs split and merge.
                 var target = done % 2 == 0 ? device : system.Host;
@@ -139,7 +141,7 @@ public unsafe class ConcurrencyTests(ITestOutputHelper output)
         foreach (var t in writers) Assert.True(t.Join(TimeSpan.FromSeconds(10)));
         Assert.True(migrator.Join(TimeSpan.FromSeconds(10)));
         Assert.Null(lost);
-        Assert.Equal(Migrations, done);
+        Assert.True(done >= Migrations, $"{done} migrations");
         for (int w = 0; w < Writers; w++)
             for (int p = 0; p < PagesEach; p++)
                 Assert.Equal(lastWritten[w][p], region.AsSpan<ulong>((ulong)(w * PagesEach + p) * Page + (ulong)w * 64, 1)[0]);
