@@ -16,7 +16,8 @@ public unsafe class KernelWriterTests(ITestOutputHelper output)
     /// <summary>A file of 4 MiB whose every 8-byte word says where it is and which generation wrote it.</summary>
     private static string PatternFile(string name, int generations)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"cdm-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        // Beside the test binaries, on the disk: /tmp may be a tmpfs, where O_DIRECT pins nothing.
+        string path = Path.Combine(AppContext.BaseDirectory, $"cdm-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}");
         var words = new ulong[4 * MiB / 8];
         using var file = File.Create(path);
         for (int g = 0; g < generations; g++)
