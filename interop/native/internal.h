@@ -185,6 +185,7 @@ int uffd_wake(cdm_engine *e, void *addr, uint64_t len);
 int sys_madvise(cdm_engine *e, void *addr, uint64_t len, int advice);
 void *sys_mmap(cdm_engine *e, uint64_t len, int extra_flags);
 int sys_lock_on_fault(cdm_engine *e, void *addr, uint64_t len);
+bool pagemap_read(cdm_engine *e, const void *addr, uint64_t *entry);
 
 /* region.c */
 bool budget_take(cdm_engine *e, int64_t delta);

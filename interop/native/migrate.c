@@ -164,8 +164,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
  * forked child (pagemap: present but not exclusively mapped). */
 static uint8_t refusal(cdm_engine *e, uint8_t *addr) {
     uint64_t entry;
-    if (e->pagemap_fd >= 0 && pread(e->pagemap_fd, &entry, sizeof entry, (off_t)((uint64_t)addr / PAGE * 8)) == 8 &&
-        ((entry >> 63) & 1) && !((entry >> 56) & 1)) {
+    if (pagemap_read(e, addr, &entry) && ((entry >> 63) & 1) && !((entry >> 56) & 1)) {
         atomic_fetch_add(&e->st.refused_shared, 1);
         return CDM_OUT_SHARED;
     }
@@ -215,8 +214,7 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
         } else if (rc == -ENOENT && single) {
             /* The user discarded it while we held it: it reads zeros again; wake whoever waits. */
             uint64_t filled;
-            fill_zero(e, r->base + p * PAGE, 1, true, false, &filled);
-            uffd_wake(e, r->base + p * PAGE, PAGE); /* filled or not: the toucher faults again if need be */
+            fill_zero(e, r->base + p * PAGE, 1, true, false, &filled); /* woken below, filled or not */
             *o = CDM_OUT_BUSY;
         } else if ((rc == -ENOENT || rc == -EINVAL || rc == -EEXIST) && !single) {
             single = true; /* a boundary the user made inside the run, or one occupied holder */
@@ -228,7 +226,7 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
         }
         unclaim(r, p);
         /* A toucher of this page that faulted while we held it (the application had discarded it) was
-         * left to us: woken, it faults again and is served as usual. */
+         * left to us: woken, it finds the page, or faults again and is served as usual. */
         uffd_wake(e, r->base + p * PAGE, PAGE);
         i++;
     }

@@ -15,7 +15,10 @@ bool budget_take(cdm_engine *e, int64_t delta) {
     uint64_t cur = atomic_load(&e->mappings_in_use);
     for (;;) {
         uint64_t next = cur + (uint64_t)delta;
-        if (delta > 0 && next > e->mapping_budget) return false;
+        if (delta > 0 && next > e->mapping_budget) {
+            atomic_fetch_add(&e->st.budget_refusals, 1);
+            return false;
+        }
         if (atomic_compare_exchange_weak(&e->mappings_in_use, &cur, next)) return true;
     }
 }

@@ -28,7 +28,7 @@ int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool 
 }
 
 /* Publishes claimed pages [s, s+n) that could not be filled as untouched again, keeping their target. */
-static void unclaim(cdm_region *r, uint64_t s, uint64_t n, int target) {
+static void unclaim_untouched(cdm_region *r, uint64_t s, uint64_t n, int target) {
     for (uint64_t k = 0; k < n; k++) region_store(r, s + k, PS_MAKE(PS_EMPTY, target + 1, 0));
 }
 
@@ -63,7 +63,7 @@ static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable)
             continue;
         }
         atomic_fetch_add(&e->st.fill_errors, 1);
-        unclaim(r, p, end - p, CDM_HOST_NODE);
+        unclaim_untouched(r, p, end - p, CDM_HOST_NODE);
         return rc;
     }
     return 0;
@@ -140,8 +140,7 @@ int resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count, bool writ
 /* Whether a page is mapped now, from /proc/self/pagemap; false when that cannot be read. */
 static bool page_present(cdm_engine *e, uint8_t *addr) {
     uint64_t entry;
-    return e->pagemap_fd >= 0 && pread(e->pagemap_fd, &entry, sizeof entry, (off_t)((uint64_t)addr / PAGE * 8)) == 8 &&
-           ((entry >> 63) & 1);
+    return pagemap_read(e, addr, &entry) && ((entry >> 63) & 1);
 }
 
 /* Pages a readahead worker resolves at a time. */

@@ -141,6 +141,12 @@ void *sys_mmap(cdm_engine *e, uint64_t len, int extra_flags) {
     return mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra_flags, -1, 0);
 }
 
+/* The /proc/self/pagemap entry of the page at addr (bit 63 present, bit 56 mapped exclusively);
+ * false when it cannot be read. */
+bool pagemap_read(cdm_engine *e, const void *addr, uint64_t *entry) {
+    return e->pagemap_fd >= 0 && pread(e->pagemap_fd, entry, sizeof *entry, (off_t)((uint64_t)addr / PAGE * 8)) == 8;
+}
+
 /* Locks pages as they fault in: UFFDIO_MOVE needs both sides locked or neither. */
 int sys_lock_on_fault(cdm_engine *e, void *addr, uint64_t len) {
     int rc = inject_check(e, CDM_OP_MLOCK);

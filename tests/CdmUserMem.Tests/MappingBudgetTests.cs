@@ -49,6 +49,7 @@ public class MappingBudgetTests
         Assert.Equal(16UL, system.GetStatistics().MappingsInUse);
         Assert.Throws<MappingBudgetExceededException>(() => system.AddCoherentDeviceNode("dev0", MiB));
         Assert.Single(system.Nodes);
+        Assert.Equal(2UL, system.GetStatistics().MappingBudgetRefusals);
         // The regions made before the refusal work, and freeing one makes room again.
         foreach (var r in regions) r.AsSpan(0, 8).Fill(3);
         regions[0].Dispose();
