@@ -24,6 +24,10 @@ internal static partial class CdmEngine
     /// <summary>Arenas, staging and regions are mlocked.</summary>
     public const uint ModeLocked = 4;
 
+    /// <summary>Buckets per power of two in a latency histogram, and buckets in all (cdm_engine.h).</summary>
+    public const int LatencySubBuckets = 8;
+    public const int LatencyBuckets = 320;
+
     /// <summary>UFFD_FEATURE_MOVE (linux/userfaultfd.h).</summary>
     public const ulong FeatureMove = 1UL << 10;
 }
@@ -58,4 +62,15 @@ internal enum CdmOp
     Read = 8,
     Mlock = 9,
     Count = 10,
+}
+
+/// <summary>Latency histograms the engine records (enum cdm_latency).</summary>
+internal enum CdmLatency
+{
+    Fault = 0,
+    MigratePage = 1,
+    Migrate64K = 2,
+    Migrate2M = 3,
+    MigrateLarger = 4,
+    Count = 5,
 }

@@ -16,6 +16,13 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_engine_stats")]
     public static partial void EngineStats(EngineSafeHandle engine, out CdmStats stats);
 
+    [LibraryImport(LibraryName, EntryPoint = "cdm_latency_enable")]
+    public static partial void LatencyEnable(EngineSafeHandle engine, int on);
+
+    /// <summary>Copies one latency histogram; reads relaxed atomics only, so it never waits on a fault.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_latency_snapshot")]
+    public static partial int LatencySnapshot(EngineSafeHandle engine, int which, ulong* buckets, uint bucketCount, out ulong sumNanoseconds);
+
     [LibraryImport(LibraryName, EntryPoint = "cdm_inject")]
     public static partial int Inject(EngineSafeHandle engine, int op, int errno, uint skip, uint times);
 

@@ -78,6 +78,7 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     e->locked = may_lock_everything();
     if (e->locked) *mode |= CDM_MODE_LOCKED;
     e->mode = *mode;
+    e->record_latency = true;
     e->generation = atomic_load(&fork_generation);
     e->mapping_budget = mapping_budget;
     atomic_store(&e->node_count, 1);
@@ -287,6 +288,8 @@ const char *cdm_abi_describe(void) {
              "CDM_OUT_PLACED=%d;CDM_OUT_MAPPING_BUDGET=%d;CDM_OUT_PENDING=%d;CDM_OUT_FAILED=%d;CDM_OUT_PINNED=%d;"
              "CDM_OUT_SHARED=%d;CDM_OP_MOVE=%d;CDM_OP_COPY=%d;CDM_OP_ZEROPAGE=%d;CDM_OP_WAKE=%d;CDM_OP_REGISTER=%d;"
              "CDM_OP_MMAP=%d;CDM_OP_MADVISE=%d;CDM_OP_POLL=%d;CDM_OP_READ=%d;CDM_OP_MLOCK=%d;CDM_OP_COUNT=%d;"
+             "CDM_LAT_FAULT=%d;CDM_LAT_MIGRATE_PAGE=%d;CDM_LAT_MIGRATE_64K=%d;CDM_LAT_MIGRATE_2M=%d;"
+             "CDM_LAT_MIGRATE_LARGER=%d;CDM_LAT_COUNT=%d;CDM_LAT_SUB_BUCKETS=%d;CDM_LAT_BUCKETS=%d;"
              "sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
@@ -294,6 +297,8 @@ const char *cdm_abi_describe(void) {
              CDM_OUT_NONE, CDM_OUT_MIGRATED, CDM_OUT_ALREADY_THERE, CDM_OUT_BUSY, CDM_OUT_NO_CAPACITY, CDM_OUT_PLACED,
              CDM_OUT_MAPPING_BUDGET, CDM_OUT_PENDING, CDM_OUT_FAILED, CDM_OUT_PINNED, CDM_OUT_SHARED, CDM_OP_MOVE,
              CDM_OP_COPY, CDM_OP_ZEROPAGE, CDM_OP_WAKE, CDM_OP_REGISTER, CDM_OP_MMAP, CDM_OP_MADVISE, CDM_OP_POLL,
-             CDM_OP_READ, CDM_OP_MLOCK, CDM_OP_COUNT, sizeof(cdm_stats));
+             CDM_OP_READ, CDM_OP_MLOCK, CDM_OP_COUNT, CDM_LAT_FAULT, CDM_LAT_MIGRATE_PAGE, CDM_LAT_MIGRATE_64K,
+             CDM_LAT_MIGRATE_2M, CDM_LAT_MIGRATE_LARGER, CDM_LAT_COUNT, CDM_LAT_SUB_BUCKETS, CDM_LAT_BUCKETS,
+             sizeof(cdm_stats));
     return text;
 }

@@ -154,12 +154,21 @@ struct cdm_engine {
             migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
             fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared;
     } st;
+    _Atomic bool record_latency;
+    struct {
+        _Atomic uint64_t buckets[CDM_LAT_BUCKETS];
+        _Atomic uint64_t sum_ns;
+    } latency[CDM_LAT_COUNT];
 };
 
 #define ZERO_CHUNK_PAGES 64u
 
 /* inject.c */
 int inject_check(cdm_engine *e, int op);
+
+/* latency.c */
+void latency_record(cdm_engine *e, int which, uint64_t ns);
+int latency_of_batch(uint64_t pages);
 
 /* frames.c */
 int pool_init(frame_pool *p, uint64_t frames);

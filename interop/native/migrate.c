@@ -366,6 +366,8 @@ int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t tar
     cdm_engine *e = r->engine;
     if (engine_forked(e)) return CDM_E_FORKED;
     if (target < 0 || target >= atomic_load(&e->node_count) || first > r->pages || count > r->pages - first) return -EINVAL;
+    bool timed = atomic_load_explicit(&e->record_latency, memory_order_relaxed);
+    uint64_t started = timed ? now_ns() : 0;
     memset(outcomes, CDM_OUT_NONE, count);
     migrate_span(r, first, count, target, res, outcomes);
     for (uint32_t attempt = 0; attempt < busy_retries; attempt++) {
@@ -381,5 +383,6 @@ int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t tar
         }
         if (!any) break;
     }
+    if (timed) latency_record(e, latency_of_batch(count), now_ns() - started);
     return 0;
 }

@@ -1,4 +1,5 @@
 using CdmUserMem.Interop;
+using CdmUserMem.Telemetry;
 
 namespace CdmUserMem;
 
@@ -42,6 +43,9 @@ public sealed class MemorySystem : IDisposable
         CopyEngine = new CopyEngine(this, options.CopyChannels);
         Host = new MemoryNode(this, CdmEngine.HostNode, "host", MemoryNodeKind.Host, 0, 10, isPinned: false, pinFailure: null);
         _nodes = [Host];
+        Telemetry = new SystemTelemetry(this, options.LoggerFactory);
+        if (FaultMode == FaultMode.UserModeOnly && !options.UserModeOnly) Log.DegradedFaultMode(Telemetry.Logger, UserfaultfdSource);
+        MemoryMetrics.Register(Telemetry);
     }
 
     /// <summary>Starts a memory system: opens a userfaultfd and starts the native fault-service thread.</summary>
@@ -71,7 +75,9 @@ public sealed class MemorySystem : IDisposable
                 "compiled by `dotnet build` of CdmUserMem.Interop, which needs gcc.", e);
         }
         if (rc < 0) throw NativeErrors.ForEngineCreate(rc, missing);
-        return new MemorySystem(new EngineSafeHandle(engine), mode, options);
+        var handle = new EngineSafeHandle(engine);
+        if (!options.RecordLatencies) CdmEngine.LatencyEnable(handle, 0);
+        return new MemorySystem(handle, mode, options);
     }
 
     public MemorySystemOptions Options { get; }
@@ -97,6 +103,9 @@ public sealed class MemorySystem : IDisposable
 
     /// <summary>The copy engine migrations use, with <see cref="MemorySystemOptions.CopyChannels"/> channels.</summary>
     public CopyEngine CopyEngine { get; }
+
+    /// <summary>This system's share of the <c>CdmUserMem</c> meter and its logger.</summary>
+    internal SystemTelemetry Telemetry { get; }
 
     internal EngineSafeHandle EngineHandle
     {
@@ -135,6 +144,7 @@ public sealed class MemorySystem : IDisposable
                 "between areas that are both locked or both not), which needs CAP_IPC_LOCK or an unlimited " +
                 "RLIMIT_MEMLOCK (ulimit -l unlimited)";
             var node = new MemoryNode(this, id, name, MemoryNodeKind.CoherentDevice, capacity, distance, pinned != 0, pinFailure);
+            if (pinFailure is not null) Log.ArenaNotPinned(Telemetry.Logger, name, capacity, pinFailure);
             _nodes = [.. _nodes, node];
             return node;
         }
@@ -164,6 +174,8 @@ public sealed class MemorySystem : IDisposable
         // The native call is short (mmap, register, table insert) and takes no managed lock.
         var engine = EngineHandle;
         int rc = CdmEngine.RegionCreate(engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
+        if (rc == CdmEngine.ErrorMappingBudget)
+            Log.MappingBudgetRefused(Telemetry.Logger, size, Options.MappingBudget, GetStatistics().MappingsInUse);
         if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
         var region = new Region(this, new RegionSafeHandle(handle, engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
         bool disposed;
@@ -211,6 +223,23 @@ public sealed class MemorySystem : IDisposable
         };
     }
 
+    /// <summary>
+    /// A snapshot of one latency histogram the native engine records (empty when
+    /// <see cref="MemorySystemOptions.RecordLatencies"/> is off). Reading it never waits on a fault.
+    /// </summary>
+    public unsafe LatencyDistribution GetLatency(LatencyKind kind)
+    {
+        if (!Enum.IsDefined(kind)) throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown latency kind.");
+        var buckets = new ulong[CdmEngine.LatencyBuckets];
+        ulong sum;
+        fixed (ulong* p = buckets)
+        {
+            int rc = CdmEngine.LatencySnapshot(EngineHandle, (int)kind, p, (uint)buckets.Length, out sum);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, "reading a latency histogram");
+        }
+        return new LatencyDistribution(kind, buckets, sum);
+    }
+
     /// <summary>Test-only fault injection: calls skip+1 to skip+times of a system call fail with errno.</summary>
     internal void InjectFault(CdmOp call, int errno, uint skip = 0, uint times = 1)
     {
@@ -243,6 +272,7 @@ public sealed class MemorySystem : IDisposable
             _disposed = true;
             regions = _regions.ToArray();
         }
+        MemoryMetrics.Unregister(Telemetry);
         foreach (var region in regions) region.Dispose();
         _engine.Dispose();
     }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace CdmUserMem;
 
 /// <summary>Settings of a <see cref="MemorySystem"/>.</summary>
@@ -17,6 +19,19 @@ public sealed record MemorySystemOptions
     /// system calls then fail with EFAULT instead of waiting (see <see cref="Region.Pin"/>).
     /// </summary>
     public bool UserModeOnly { get; init; }
+
+    /// <summary>
+    /// Record fault-service and migration latencies in the native engine (<see cref="MemorySystem.GetLatency"/>
+    /// and the <c>CdmUserMem</c> meter's histograms): two clock reads per fault event and per migration batch.
+    /// </summary>
+    public bool RecordLatencies { get; init; } = true;
+
+    /// <summary>
+    /// Where the memory system logs what a user must know of (a degraded fault mode, an arena not locked,
+    /// first touches that fell back to the host, mapping-budget refusals, incomplete migrations, fault-engine
+    /// errors), under the category <c>CdmUserMem.MemorySystem</c>; null logs nothing.
+    /// </summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
 }
 
 /// <summary>Settings of a reserved <see cref="Region"/>.</summary>

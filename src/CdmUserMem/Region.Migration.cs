@@ -1,5 +1,6 @@
 using System.Buffers;
 using CdmUserMem.Interop;
+using CdmUserMem.Telemetry;
 
 namespace CdmUserMem;
 
@@ -104,6 +105,9 @@ public sealed unsafe partial class Region
                 for (ulong i = 0; i < n; i++) result.Add((batchFirst + i) * PageSize, (CdmOutcome)outcomes[i]);
                 done += n;
             }
+            if (!result.IsComplete)
+                Log.MigrationIncomplete(System.Telemetry.Logger, target.Name, result.PagesNoCapacity, result.PagesPinned,
+                                        result.PagesShared, result.PagesFailed, result.PagesBusy);
             return result;
         }
         finally

@@ -26,6 +26,14 @@ public class InteropLayoutTests
         var managed = new Dictionary<string, string>
         {
             ["CDM_PAGE_SIZE"] = CdmEngine.PageSize.ToString(),
+            ["CDM_LAT_FAULT"] = ((int)CdmLatency.Fault).ToString(),
+            ["CDM_LAT_MIGRATE_PAGE"] = ((int)CdmLatency.MigratePage).ToString(),
+            ["CDM_LAT_MIGRATE_64K"] = ((int)CdmLatency.Migrate64K).ToString(),
+            ["CDM_LAT_MIGRATE_2M"] = ((int)CdmLatency.Migrate2M).ToString(),
+            ["CDM_LAT_MIGRATE_LARGER"] = ((int)CdmLatency.MigrateLarger).ToString(),
+            ["CDM_LAT_COUNT"] = ((int)CdmLatency.Count).ToString(),
+            ["CDM_LAT_SUB_BUCKETS"] = CdmEngine.LatencySubBuckets.ToString(),
+            ["CDM_LAT_BUCKETS"] = CdmEngine.LatencyBuckets.ToString(),
             ["CDM_HOST_NODE"] = CdmEngine.HostNode.ToString(),
             ["CDM_MAX_NODES"] = CdmEngine.MaxNodes.ToString(),
             ["CDM_MAX_PINS"] = CdmEngine.MaxPins.ToString(),
