@@ -24,6 +24,7 @@ Console.WriteLine($"CdmUserMem transparent migration: {settings.RegionMiB} MiB r
                   $"{settings.Workers} workers, {settings.Seconds} s");
 Console.WriteLine($"  fault mode: {system.FaultMode} (userfaultfd from {system.UserfaultfdSource}); device arena pinned: {(device.IsPinned ? "yes" : $"no ({device.PinFailure})")}; " +
                   $"copy engine: {CopyEngine.InstructionSet}");
+Console.WriteLine($"  pid {Environment.ProcessId}: watch it with  dotnet-counters monitor --counters CdmUserMem -p {Environment.ProcessId}");
 Console.WriteLine("  map: one character per MiB  H host  D device  m mixed  . untouched");
 
 var records = new RecordStore(region, settings.Workers);
@@ -71,6 +72,12 @@ Console.WriteLine($"migrations: {migrations:N0} calls, {migratedBytes >> 20:N0} 
                   $"{busyPages:N0} pages busy, {noCapacityPages:N0} pages found the device full");
 Console.WriteLine($"faults: {final.FirstTouchFaults:N0} first-touch ({final.PagesZeroFilledOnHost:N0} pages zero-filled), " +
                   $"{final.FaultsWaitedOnMigration:N0} accesses waited for a page in flight (each for at most its batch's copy)");
+foreach (var kind in new[] { LatencyKind.FaultService, LatencyKind.MigrationUpTo2MiB })
+{
+    var d = system.GetLatency(kind);
+    Console.WriteLine($"latency {kind}: {d.Count:N0} events, p50 {d.P50.TotalMicroseconds:F1} µs, p99 {d.P99.TotalMicroseconds:F1} µs, " +
+                      $"p99.9 {d.P999.TotalMicroseconds:F1} µs");
+}
 Console.WriteLine($"records: {verdict.Records:N0} checked, {records.Writes:N0} writes, {verdict.Failures} bad");
 if (verdict.Failures > 0 || records.WorkerFailures > 0)
 {

@@ -60,7 +60,8 @@ enum cdm_op {
 
 /* Latency histograms the engine records (cdm_latency_snapshot). */
 enum cdm_latency {
-    CDM_LAT_FAULT = 0,          /* fault service: from reading a fault to waking its toucher */
+    CDM_LAT_FAULT = 0,          /* fault service: from reading a fault that resolves pages (first touch,
+                                 * refill) to waking its toucher */
     CDM_LAT_MIGRATE_PAGE = 1,   /* one cdm_migrate_batch call of 1 page */
     CDM_LAT_MIGRATE_64K = 2,    /* ... of 2 to 16 pages */
     CDM_LAT_MIGRATE_2M = 3,     /* ... of 17 to 512 pages */

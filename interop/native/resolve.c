@@ -277,13 +277,15 @@ static bool handle_engine_area(cdm_engine *e, uint64_t addr) {
     return true;
 }
 
-static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
+/* Serves one fault; true when it resolved pages (a first touch or a refill), false when the fault only
+ * waits for someone else's resolver or migration to wake it. */
+static bool handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
     addr &= ~(uint64_t)(PAGE - 1);
     cdm_region *r = region_get(e, addr);
     if (!r) {
         /* Its region was destroyed after the fault was queued (unregistering woke it), or it is ours. */
         handle_engine_area(e, addr);
-        return;
+        return false;
     }
     uint64_t first, count, hold;
     uint8_t *base = r->base;
@@ -299,6 +301,7 @@ static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
     }
     /* A toucher left asleep: its page is resolved, so the retry finds it present and wakes it again. */
     if (rc < 0) retry_later(e, addr);
+    return count > 0;
 }
 
 /* Retries the fills the kernel refused last time; those failing again queue themselves again. */
@@ -366,13 +369,14 @@ void *fault_loop(void *arg) {
             }
             continue;
         }
-        /* Each fault's service time runs from this read, so it includes the faults served before it. */
+        /* A resolved fault's service time runs from this read, so it includes the faults served before it;
+         * a fault that only waits for a migration or another resolver is not timed here. */
         bool timed = atomic_load_explicit(&e->record_latency, memory_order_relaxed);
         uint64_t read_at = timed ? now_ns() : 0;
         for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++) {
             if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
-            handle_fault(e, msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags);
-            if (timed) latency_record(e, CDM_LAT_FAULT, now_ns() - read_at);
+            bool resolved = handle_fault(e, msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags);
+            if (timed && resolved) latency_record(e, CDM_LAT_FAULT, now_ns() - read_at);
         }
     }
     return NULL;

@@ -5,8 +5,9 @@ namespace CdmUserMem;
 /// <summary>What a latency distribution of the engine measures.</summary>
 public enum LatencyKind
 {
-    /// <summary>Fault service: from the fault thread reading a fault to waking the thread that touched
-    /// the page (faults read together queue behind one another, and that wait is included).</summary>
+    /// <summary>Fault service: from the fault thread reading a fault that resolves pages (a first touch, or a
+    /// refill of a discarded page) to waking the thread that touched it; faults read together queue behind
+    /// one another, and that wait is included. A fault that only waits for a migration is not counted.</summary>
     FaultService = CdmLatency.Fault,
     /// <summary>One native migration batch of a single page, from claim to release.</summary>
     MigrationSinglePage = CdmLatency.MigratePage,

@@ -22,20 +22,25 @@ internal static unsafe partial class QuickMode
         Console.WriteLine($"{Sampler.Time(() => WarmHostMemory(2048 * MiB)):F1} s");
 
         var figures = new List<Figure>();
+        var distributions = new List<Distribution>();
         figures.AddRange(SequentialSweep());
         figures.AddRange(Migration2MiB());
         figures.AddRange(ScatteredMigration());
         figures.AddRange(CopyEngineFigures());
+        figures.AddRange(MetricsOverhead(distributions));
+        var sizes = MigrationBySize();
         // Last and on a thread of its own: it pins CPUs, and threads created meanwhile inherit the mask.
         var latency = new List<Figure>();
-        var pinned = new Thread(() => latency.AddRange(FirstTouchLatency()));
+        var pinned = new Thread(() => latency.AddRange(FirstTouchLatency(distributions)));
         pinned.Start();
         pinned.Join();
         figures.AddRange(latency);
 
-        Report.Print(figures, Console.Out);
-        Report.Write(figures, resultsDirectory, machine);
-        Console.WriteLine($"\nwrote {Path.Combine(resultsDirectory, "quick.json")} and quick.md in {clock.Elapsed.TotalSeconds:F0} s");
+        Report.Print(figures, distributions, sizes, Console.Out);
+        Report.Write(figures, distributions, sizes, resultsDirectory, machine);
+        var plots = Plots.Write(resultsDirectory, figures, distributions, sizes);
+        Console.WriteLine($"\nwrote {Path.Combine(resultsDirectory, "quick.json")}, quick.md and {string.Join(", ", plots.Select(Path.GetFileName))} " +
+                          $"in {clock.Elapsed.TotalSeconds:F0} s");
         return 0;
     }
 

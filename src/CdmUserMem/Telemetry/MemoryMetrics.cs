@@ -18,7 +18,7 @@ internal static class MemoryMetrics
     private static int s_exporting;
 
     internal static readonly Histogram<double> FaultServiceTime = s_meter.CreateHistogram<double>(
-        "cdmusermem.fault.service_time", "us", "Fault service time: from the fault thread reading a fault to waking its toucher.");
+        "cdmusermem.fault.service_time", "us", "Fault service time: from the fault thread reading a fault that resolves pages (first touch, refill) to waking its toucher.");
 
     internal static readonly Histogram<double> MigrationBatchTime = s_meter.CreateHistogram<double>(
         "cdmusermem.migration.batch_time", "us", "Time of one native migration batch, by batch size.");
