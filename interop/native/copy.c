@@ -66,6 +66,7 @@ static void copy_slices(copy_job *j) {
  * ever works on a finished copy or counts into a later one. */
 static void *channel_loop(void *arg) {
     copy_channels *c = arg;
+    cdm_engine_thread = 1;
     uint64_t seen = 0;
     pthread_mutex_lock(&c->lock);
     for (;;) {

@@ -10,11 +10,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include "cdm_heap.h"
 #include "internal.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+
+__thread int cdm_engine_thread;
 
 /* Slots for detached host pages: enough for several concurrent 512-page batches; holes cost nothing. */
 #define STAGING_SLOTS 32768u
@@ -278,7 +281,7 @@ int cdm_node_usage(cdm_engine *e, int32_t node, uint64_t *used, uint64_t *total)
 uint32_t cdm_abi_sizeof_stats(void) { return sizeof(cdm_stats); }
 
 const char *cdm_abi_describe(void) {
-    static char text[2048];
+    static char text[4096];
     snprintf(text, sizeof text,
              "CDM_PAGE_SIZE=%u;CDM_HOST_NODE=%d;CDM_MAX_NODES=%d;CDM_MAX_PINS=%d;"
              "CDM_E_NO_USERFAULTFD=%d;CDM_E_MISSING_FEATURE=%d;CDM_E_MAPPING_BUDGET=%d;CDM_E_FORKED=%d;"
@@ -290,6 +293,9 @@ const char *cdm_abi_describe(void) {
              "CDM_OP_MMAP=%d;CDM_OP_MADVISE=%d;CDM_OP_POLL=%d;CDM_OP_READ=%d;CDM_OP_MLOCK=%d;CDM_OP_COUNT=%d;"
              "CDM_LAT_FAULT=%d;CDM_LAT_MIGRATE_PAGE=%d;CDM_LAT_MIGRATE_64K=%d;CDM_LAT_MIGRATE_2M=%d;"
              "CDM_LAT_MIGRATE_LARGER=%d;CDM_LAT_COUNT=%d;CDM_LAT_SUB_BUCKETS=%d;CDM_LAT_BUCKETS=%d;"
+             "CDM_E_HEAP_FOREIGN=%d;CDM_E_HEAP_DOUBLE_FREE=%d;CDM_E_HEAP_NOT_BLOCK=%d;CDM_E_HEAP_LIMIT=%d;"
+             "CDM_HEAP_SMALL_MAX=%u;CDM_HEAP_CLASSES=%d;CDM_HEAP_HUGE_DEFAULT=%llu;CDM_HEAP_MAX=%d;CDM_HEAP_CHECKED=%u;"
+             "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
              "sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
@@ -299,6 +305,8 @@ const char *cdm_abi_describe(void) {
              CDM_OP_COPY, CDM_OP_ZEROPAGE, CDM_OP_WAKE, CDM_OP_REGISTER, CDM_OP_MMAP, CDM_OP_MADVISE, CDM_OP_POLL,
              CDM_OP_READ, CDM_OP_MLOCK, CDM_OP_COUNT, CDM_LAT_FAULT, CDM_LAT_MIGRATE_PAGE, CDM_LAT_MIGRATE_64K,
              CDM_LAT_MIGRATE_2M, CDM_LAT_MIGRATE_LARGER, CDM_LAT_COUNT, CDM_LAT_SUB_BUCKETS, CDM_LAT_BUCKETS,
-             sizeof(cdm_stats));
+             CDM_E_HEAP_FOREIGN, CDM_E_HEAP_DOUBLE_FREE, CDM_E_HEAP_NOT_BLOCK, CDM_E_HEAP_LIMIT, CDM_HEAP_SMALL_MAX,
+             CDM_HEAP_CLASSES, (unsigned long long)CDM_HEAP_HUGE_DEFAULT, CDM_HEAP_MAX, CDM_HEAP_CHECKED,
+             sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), sizeof(cdm_stats));
     return text;
 }

@@ -166,6 +166,10 @@ struct cdm_engine {
 /* inject.c */
 int inject_check(cdm_engine *e, int op);
 
+/* Set on the engine's own threads (fault, readahead, copy channels): a preloaded malloc serves them
+ * from memory that never faults. */
+extern __thread int cdm_engine_thread;
+
 /* latency.c */
 void latency_record(cdm_engine *e, int which, uint64_t ns);
 int latency_of_batch(uint64_t pages);

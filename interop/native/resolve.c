@@ -248,6 +248,7 @@ static bool readahead_step(cdm_engine *e) {
 
 void *readahead_loop(void *arg) {
     cdm_engine *e = arg;
+    cdm_engine_thread = 1;
     for (;;) {
         pthread_mutex_lock(&e->ahead.lock);
         while (!e->ahead.region && !e->ahead.stopping) pthread_cond_wait(&e->ahead.wake, &e->ahead.lock);
@@ -341,6 +342,7 @@ static ssize_t engine_read(cdm_engine *e, void *buf, size_t len) {
 /* The fault thread: never exits but on stop, whatever poll and read say; errors are counted. */
 void *fault_loop(void *arg) {
     cdm_engine *e = arg;
+    cdm_engine_thread = 1;
     struct uffd_msg msgs[64];
     struct pollfd fds[2] = {{.fd = e->uffd, .events = POLLIN}, {.fd = e->stop_fd, .events = POLLIN}};
     uint64_t last_retry = now_ns();

@@ -30,6 +30,7 @@ public sealed class MemorySystem : IDisposable
     private readonly int _ownerProcessId = Environment.ProcessId;
     private volatile MemoryNode[] _nodes;
     private readonly HashSet<Region> _regions = new();
+    private readonly Dictionary<nint, NativeHeap> _heaps = new();
     private readonly Lock _sync = new();
     private volatile bool _disposed;
 
@@ -192,6 +193,52 @@ public sealed class MemorySystem : IDisposable
         return region;
     }
 
+    /// <summary>Creates a heap whose memory comes from this system's regions, placed on
+    /// <see cref="HeapOptions.Placement"/> (the host by default).</summary>
+    /// <exception cref="InvalidOperationException">16 heaps exist in the process already.</exception>
+    public NativeHeap CreateHeap(HeapOptions? options = null)
+    {
+        options ??= new HeapOptions();
+        var placement = options.Placement ?? Host;
+        ValidateNode(placement, nameof(options.Placement));
+        if (options.SmallReserveBytes == 0 || options.SmallReserveBytes % (64 * 1024) != 0)
+            throw new ArgumentException("SmallReserveBytes must be a positive multiple of 64 KiB.", nameof(options));
+        if (options.LargeReserveBytes == 0 || options.LargeReserveBytes % CdmEngine.PageSize != 0)
+            throw new ArgumentException("LargeReserveBytes must be a positive multiple of the page size.", nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.HugeThresholdBytes, (ulong)CdmEngine.HeapSmallMax + 1, nameof(options.HugeThresholdBytes));
+        var native = new CdmHeapOptions
+        {
+            Placement = placement.Id,
+            Flags = options.Checked ? CdmEngine.HeapChecked : 0,
+            SmallReserve = options.SmallReserveBytes,
+            LargeReserve = options.LargeReserveBytes,
+            // 0 would mean the native default: a retention of none is one byte.
+            RetentionBytes = Math.Max(options.RetentionBytes, 1),
+            HugeThreshold = options.HugeThresholdBytes,
+        };
+        var engine = EngineHandle;
+        int rc = CdmEngine.HeapCreate(engine, native, out nint handle);
+        if (rc == CdmEngine.ErrorHeapLimit)
+            throw new InvalidOperationException($"A process holds at most {CdmEngine.HeapMax} heaps at once; dispose one first.");
+        if (rc < 0) throw NativeErrors.ForErrno(rc, "creating a heap");
+        var heap = new NativeHeap(this, new HeapSafeHandle(handle, engine), options, placement);
+        lock (_sync) _heaps[handle] = heap;
+        return heap;
+    }
+
+    /// <summary>The heap of this system holding <paramref name="pointer"/>, or null.</summary>
+    public unsafe NativeHeap? FindHeap(void* pointer)
+    {
+        nint native = CdmEngine.HeapOf(pointer);
+        lock (_sync) return native != 0 && _heaps.TryGetValue(native, out var heap) ? heap : null;
+    }
+
+    internal void OnHeapDisposed(NativeHeap heap)
+    {
+        lock (_sync)
+            if (_heaps.TryGetValue(heap.NativeHandle, out var known) && ReferenceEquals(known, heap)) _heaps.Remove(heap.NativeHandle);
+    }
+
     public MemoryStatistics GetStatistics()
     {
         CdmEngine.EngineStats(EngineHandle, out var s);
@@ -273,6 +320,9 @@ public sealed class MemorySystem : IDisposable
             regions = _regions.ToArray();
         }
         MemoryMetrics.Unregister(Telemetry);
+        NativeHeap[] heaps;
+        lock (_sync) heaps = _heaps.Values.ToArray();
+        foreach (var heap in heaps) heap.Dispose();
         foreach (var region in regions) region.Dispose();
         _engine.Dispose();
     }

@@ -17,6 +17,9 @@ public class InteropLayoutTests
         Assert.Equal(CdmEngine.AbiSizeOfStats(), (uint)Unsafe.SizeOf<CdmStats>());
         Assert.Equal(NativeAbi()["sizeof(cdm_stats)"], Unsafe.SizeOf<CdmStats>().ToString());
         Assert.Equal(Unsafe.SizeOf<CdmStats>(), typeof(CdmStats).GetFields().Length * 8);
+        Assert.Equal(NativeAbi()["sizeof(cdm_heap_options)"], Unsafe.SizeOf<CdmHeapOptions>().ToString());
+        Assert.Equal(NativeAbi()["sizeof(cdm_heap_stats)"], Unsafe.SizeOf<CdmHeapStats>().ToString());
+        Assert.Equal(NativeAbi()["sizeof(cdm_heap_range)"], Unsafe.SizeOf<CdmHeapRange>().ToString());
     }
 
     [Fact]
@@ -26,6 +29,15 @@ public class InteropLayoutTests
         var managed = new Dictionary<string, string>
         {
             ["CDM_PAGE_SIZE"] = CdmEngine.PageSize.ToString(),
+            ["CDM_E_HEAP_FOREIGN"] = CdmEngine.ErrorHeapForeign.ToString(),
+            ["CDM_E_HEAP_DOUBLE_FREE"] = CdmEngine.ErrorHeapDoubleFree.ToString(),
+            ["CDM_E_HEAP_NOT_BLOCK"] = CdmEngine.ErrorHeapNotBlock.ToString(),
+            ["CDM_E_HEAP_LIMIT"] = CdmEngine.ErrorHeapLimit.ToString(),
+            ["CDM_HEAP_SMALL_MAX"] = CdmEngine.HeapSmallMax.ToString(),
+            ["CDM_HEAP_CLASSES"] = CdmEngine.HeapClasses.ToString(),
+            ["CDM_HEAP_HUGE_DEFAULT"] = CdmEngine.HeapHugeDefault.ToString(),
+            ["CDM_HEAP_MAX"] = CdmEngine.HeapMax.ToString(),
+            ["CDM_HEAP_CHECKED"] = CdmEngine.HeapChecked.ToString(),
             ["CDM_LAT_FAULT"] = ((int)CdmLatency.Fault).ToString(),
             ["CDM_LAT_MIGRATE_PAGE"] = ((int)CdmLatency.MigratePage).ToString(),
             ["CDM_LAT_MIGRATE_64K"] = ((int)CdmLatency.Migrate64K).ToString(),
