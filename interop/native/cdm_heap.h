@@ -47,7 +47,7 @@ typedef struct cdm_heap_options {
 
 typedef struct cdm_heap_stats {
     uint64_t live_bytes;   /* allocated and not freed (small blocks count their class size) */
-    uint64_t peak_bytes;   /* the most live_bytes seen when a span, extent or huge region was taken */
+    uint64_t peak_bytes;   /* the most bytes held in spans, extents and huge regions at once */
     uint64_t small_bytes;  /* live bytes in small blocks */
     uint64_t large_bytes;  /* live bytes in extents (whole pages) */
     uint64_t huge_bytes;   /* live bytes in huge regions */

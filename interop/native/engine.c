@@ -17,7 +17,7 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-__thread int cdm_engine_thread;
+__thread int cdm_engine_thread __attribute__((tls_model("initial-exec")));
 
 /* Slots for detached host pages: enough for several concurrent 512-page batches; holes cost nothing. */
 #define STAGING_SLOTS 32768u

@@ -20,6 +20,8 @@
 #define HUGE_MAX 4096
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
 
 static const uint32_t class_sizes[CDM_HEAP_CLASSES] = {
     8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
@@ -38,7 +40,8 @@ typedef struct span {
     block *free;                   /* owner's free list */
     _Atomic uintptr_t remote;      /* blocks other threads freed, | FULL_TAG while the owner has none */
     uint8_t *start;
-    uint32_t bump, capacity, used, block_size;
+    uint32_t bump, capacity, used, block_size; /* used: blocks out, counting remote frees not yet collected */
+    _Atomic uint32_t remote_pending;           /* remote frees not yet collected */
     uint8_t cls;
     bool in_partial;               /* on its owner's partial list (owner only) */
     _Atomic bool in_use;           /* taken from the pool */
@@ -54,7 +57,6 @@ typedef struct tcache {
     span *partial[CDM_HEAP_CLASSES];
     _Atomic(span *) notify;        /* full spans that got remote frees: their remote pushers list them here */
     _Atomic uint64_t allocs[CDM_HEAP_CLASSES];
-    _Atomic int64_t live;          /* small bytes allocated less freed by this thread (owner writes only) */
     struct tcache *next_all, *next_orphan;
 } tcache;
 
@@ -123,7 +125,7 @@ static void discard(cdm_heap *h, void *p, uint64_t bytes) {
     else madvise(p, bytes, MADV_DONTNEED);
 }
 
-static void heap_error(const char *what, const void *p) {
+static __attribute__((noreturn)) void heap_error(const char *what, const void *p) {
     char text[160];
     int n = snprintf(text, sizeof text, "cdm_heap_free(): %s (%p)\n", what, p);
     if (n > 0) (void)!write(2, text, (size_t)n);
@@ -182,7 +184,7 @@ static inline unsigned class_of(size_t bytes) {
     return bytes <= 8 ? 0 : class_of_16[(bytes + 15) >> 4];
 }
 
-static tcache *tcache_make(cdm_heap *h) {
+static NOINLINE tcache *tcache_make(cdm_heap *h) {
     tcache *tc = NULL;
     pthread_mutex_lock(&h->lock);
     if (h->orphans) {
@@ -210,21 +212,24 @@ static inline tcache *tcache_of(cdm_heap *h) {
     return tcache_make(h);
 }
 
-static inline void count_live(tcache *tc, int64_t delta) {
-    atomic_store_explicit(&tc->live, atomic_load_explicit(&tc->live, memory_order_relaxed) + delta, memory_order_relaxed);
-}
-
-static int64_t small_live(cdm_heap *h) {
-    int64_t live = 0;
-    for (tcache *tc = h->all; tc; tc = tc->next_all) live += atomic_load_explicit(&tc->live, memory_order_relaxed);
+/* Live small bytes: every span's blocks out, less the remote frees waiting for their owner. The owners'
+ * counters are read without their cooperation: a figure of the moment, exact once the heap is quiet. */
+static uint64_t small_live(cdm_heap *h) {
+    uint64_t live = 0;
+    for (uint64_t i = 0; i < h->span_bump; i++) {
+        span *s = &h->spans[i];
+        if (!atomic_load_explicit(&s->in_use, memory_order_relaxed)) continue;
+        uint32_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED), pending = atomic_load_explicit(&s->remote_pending, memory_order_relaxed);
+        live += (uint64_t)(used > pending ? used - pending : 0) * s->block_size;
+    }
     return live;
 }
 
-/* Under h->lock. */
+/* The most bytes held in spans, extents and huge regions. Under h->lock. */
 static void note_peak(cdm_heap *h) {
-    uint64_t live = (uint64_t)small_live(h) + h->large_live + atomic_load(&h->huge_live);
+    uint64_t held = h->spans_in_use * SPAN_BYTES + h->large_live + atomic_load(&h->huge_live);
     uint64_t peak = atomic_load(&h->peak);
-    while (live > peak && !atomic_compare_exchange_weak(&h->peak, &peak, live)) {}
+    while (held > peak && !atomic_compare_exchange_weak(&h->peak, &peak, held)) {}
 }
 
 /* ---- spans ---- */
@@ -262,6 +267,7 @@ static span *span_take(tcache *tc, unsigned cls) {
     s->block_size = class_sizes[cls];
     s->capacity = (uint32_t)(SPAN_BYTES / s->block_size);
     s->bump = s->used = 0;
+    atomic_store(&s->remote_pending, 0);
     s->in_partial = false;
     s->prev = s->next = NULL;
     atomic_store(&s->owner, tc);
@@ -319,6 +325,7 @@ static uint32_t span_collect(span *s) {
         n++;
     }
     s->used -= n;
+    atomic_fetch_sub_explicit(&s->remote_pending, n, memory_order_relaxed);
     return n;
 }
 
@@ -333,7 +340,7 @@ static void drain_notified(tcache *tc) {
     }
 }
 
-static void *alloc_slow(tcache *tc, unsigned cls) {
+static NOINLINE void *alloc_slow(tcache *tc, unsigned cls) {
     cdm_heap *h = tc->heap;
     span *s = tc->current[cls];
     if (s) {
@@ -371,7 +378,26 @@ static void *alloc_slow(tcache *tc, unsigned cls) {
     return b;
 }
 
-static inline void *small_alloc(cdm_heap *h, unsigned cls) {
+static NOINLINE void mark_allocated(cdm_heap *h, span *s, void *p) {
+    uint64_t i = (uint64_t)((uint8_t *)p - s->start) / s->block_size;
+    atomic_fetch_or(&bits_of(h, s)[i / 64], 1ull << (i % 64));
+}
+
+/* Checked mode: 0 when p is an allocated block of s, which it marks free. */
+static NOINLINE int mark_free(cdm_heap *h, span *s, void *p) {
+    uint64_t offset = (uint64_t)((uint8_t *)p - s->start);
+    if (offset % s->block_size || offset / s->block_size >= s->capacity) return CDM_E_HEAP_NOT_BLOCK;
+    uint64_t i = offset / s->block_size, bit = 1ull << (i % 64);
+    return atomic_fetch_and(&bits_of(h, s)[i / 64], ~bit) & bit ? 0 : CDM_E_HEAP_DOUBLE_FREE;
+}
+
+static NOINLINE void free_into_exhausted(tcache *tc, span *s) {
+    /* It was exhausted: clear the tag, unless a remote free did and listed it with us already. */
+    uintptr_t expected = FULL_TAG;
+    if (atomic_compare_exchange_strong(&s->remote, &expected, 0) || expected == 0) partial_push(tc, s);
+}
+
+static ALWAYS_INLINE void *small_alloc(cdm_heap *h, unsigned cls) {
     tcache *tc = tcache_of(h);
     if (unlikely(!tc)) return NULL;
     span *s = tc->current[cls];
@@ -390,15 +416,12 @@ static inline void *small_alloc(cdm_heap *h, unsigned cls) {
         s = tc->current[cls];
     }
     atomic_store_explicit(&tc->allocs[cls], atomic_load_explicit(&tc->allocs[cls], memory_order_relaxed) + 1, memory_order_relaxed);
-    count_live(tc, class_sizes[cls]);
-    if (unlikely(h->flags & CDM_HEAP_CHECKED)) {
-        uint64_t i = (uint64_t)((uint8_t *)p - s->start) / s->block_size;
-        atomic_fetch_or(&bits_of(h, s)[i / 64], 1ull << (i % 64));
-    }
+    if (unlikely(h->flags & CDM_HEAP_CHECKED)) mark_allocated(h, s, p);
     return p;
 }
 
-static void remote_free(span *s, block *b) {
+static NOINLINE void remote_free(span *s, block *b) {
+    atomic_fetch_add_explicit(&s->remote_pending, 1, memory_order_relaxed);
     uintptr_t old = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do {
         b->next = (block *)(old & ~FULL_TAG);
@@ -413,28 +436,21 @@ static void remote_free(span *s, block *b) {
     }
 }
 
-static int small_free(cdm_heap *h, void *p) {
+static ALWAYS_INLINE int small_free(cdm_heap *h, void *p) {
     span *s = span_of(h, p);
     if (unlikely(!atomic_load_explicit(&s->in_use, memory_order_relaxed))) return CDM_E_HEAP_DOUBLE_FREE;
-    uint64_t offset = (uint64_t)((uint8_t *)p - s->start);
     if (unlikely(h->flags & CDM_HEAP_CHECKED)) {
-        if (offset % s->block_size || offset / s->block_size >= s->capacity) return CDM_E_HEAP_NOT_BLOCK;
-        uint64_t i = offset / s->block_size, bit = 1ull << (i % 64);
-        if (!(atomic_fetch_and(&bits_of(h, s)[i / 64], ~bit) & bit)) return CDM_E_HEAP_DOUBLE_FREE;
+        int rc = mark_free(h, s, p);
+        if (rc) return rc;
     }
     tcache *tc = tcache_of(h);
     if (unlikely(!tc)) return -ENOMEM;
-    count_live(tc, -(int64_t)s->block_size);
     block *b = p;
     if (likely(atomic_load_explicit(&s->owner, memory_order_relaxed) == tc)) {
         b->next = s->free;
         s->free = b;
         s->used--;
-        if (unlikely(!s->in_partial && tc->current[s->cls] != s)) {
-            /* It was exhausted: clear the tag, unless a remote free did and listed it with us already. */
-            uintptr_t expected = FULL_TAG;
-            if (atomic_compare_exchange_strong(&s->remote, &expected, 0) || expected == 0) partial_push(tc, s);
-        }
+        if (unlikely(!s->in_partial && tc->current[s->cls] != s)) free_into_exhausted(tc, s);
         if (unlikely(s->used == 0 && tc->current[s->cls] != s && s->in_partial)) span_release(tc, s);
         return 0;
     }
@@ -658,11 +674,11 @@ static int huge_free(cdm_heap *h, void *p) {
 /* ---- the heap ---- */
 
 static inline bool in_small(const cdm_heap *h, const void *p) {
-    return (const uint8_t *)p >= h->small_base && (const uint8_t *)p < h->small_base + h->small_size;
+    return (uintptr_t)((const uint8_t *)p - h->small_base) < h->small_size;
 }
 
 static inline bool in_large(const cdm_heap *h, const void *p) {
-    return (const uint8_t *)p >= h->large_base && (const uint8_t *)p < h->large_base + h->large_pages * PAGE;
+    return (uintptr_t)((const uint8_t *)p - h->large_base) < h->large_pages * PAGE;
 }
 
 static int area_create(cdm_heap *h, uint64_t bytes, cdm_region **region, uint8_t **base) {
@@ -800,11 +816,28 @@ int cdm_heap_posix_memalign(cdm_heap *h, void **out, size_t alignment, size_t by
     return 0;
 }
 
+int heap_free_owned(cdm_heap *h, void *p) {
+    if (likely(in_small(h, p))) {
+        int rc = small_free(h, p);
+        return rc ? rc : 1;
+    }
+    if (in_large(h, p)) {
+        int rc = large_free(h, p);
+        return rc ? rc : 1;
+    }
+    return 0;
+}
+
 int cdm_heap_free_checked(cdm_heap *h, void *p) {
     if (!p) return 0;
     if (likely(in_small(h, p))) return small_free(h, p);
     if (in_large(h, p)) return large_free(h, p);
     return huge_free(h, p);
+}
+
+void heap_free_failed(int rc, void *p) {
+    heap_error(rc == CDM_E_HEAP_DOUBLE_FREE ? "double free" : rc == CDM_E_HEAP_NOT_BLOCK ? "pointer inside an allocation, not at its start"
+               : rc == CDM_E_HEAP_FOREIGN ? "pointer this heap did not allocate" : "out of memory for the freeing thread's cache", p);
 }
 
 void cdm_heap_free(cdm_heap *h, void *p) {
@@ -870,6 +903,10 @@ void *cdm_heap_realloc(cdm_heap *h, void *p, size_t bytes) {
     memcpy(q, p, have < bytes ? have : bytes);
     cdm_heap_free(h, p);
     return q;
+}
+
+bool heap_owns(const cdm_heap *h, const void *p) {
+    return in_small(h, p) || in_large(h, p);
 }
 
 cdm_heap *cdm_heap_of(const void *p) {
@@ -942,7 +979,7 @@ int cdm_heap_ranges(cdm_heap *h, cdm_heap_range *ranges, int32_t max) {
 void cdm_heap_get_stats(cdm_heap *h, cdm_heap_stats *o) {
     memset(o, 0, sizeof *o);
     pthread_mutex_lock(&h->lock);
-    int64_t small = small_live(h);
+    uint64_t small = small_live(h);
     for (tcache *tc = h->all; tc; tc = tc->next_all)
         for (int c = 0; c < CDM_HEAP_CLASSES; c++) o->allocations_by_class[c] += atomic_load_explicit(&tc->allocs[c], memory_order_relaxed);
     o->spans_in_use = h->spans_in_use;
@@ -953,7 +990,7 @@ void cdm_heap_get_stats(cdm_heap *h, cdm_heap_stats *o) {
     o->free_retained_bytes += h->retained;
     o->discarded_bytes = h->discarded;
     pthread_mutex_unlock(&h->large_lock);
-    o->small_bytes = small > 0 ? (uint64_t)small : 0;
+    o->small_bytes = small;
     o->huge_bytes = atomic_load(&h->huge_live);
     o->live_bytes = o->small_bytes + o->large_bytes + o->huge_bytes;
     o->peak_bytes = atomic_load(&h->peak);

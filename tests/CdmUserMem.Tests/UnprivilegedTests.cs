@@ -24,20 +24,20 @@ public class UnprivilegedTests
             File.SetUnixFileMode(scratch, (UnixFileMode)0b111_101_101);
             start.FileName = "setpriv";
             foreach (var a in new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-                                      DotnetHost(), Path.Combine(scratch, "TransparentMigration.dll") })
+                                      TestProcess.DotnetHost(), Path.Combine(scratch, "TransparentMigration.dll") })
                 start.ArgumentList.Add(a);
             start.Environment["HOME"] = scratch;
             start.Environment["DOTNET_CLI_HOME"] = scratch;
         }
         else
         {
-            start.FileName = DotnetHost();
+            start.FileName = TestProcess.DotnetHost();
             start.ArgumentList.Add(exampleDll);
         }
         foreach (var a in new[] { "--seconds", "4", "--region-mib", "32", "--device-mib", "16" }) start.ArgumentList.Add(a);
         try
         {
-            var (exitCode, output) = RunToExit(start, TimeSpan.FromSeconds(120));
+            var (exitCode, output) = TestProcess.RunToExit(start, TimeSpan.FromSeconds(120));
             Assert.True(exitCode == 0, output);
             Assert.Contains("fault mode: UserModeOnly", output);
             Assert.Contains("every checksum held", output);
@@ -50,32 +50,15 @@ public class UnprivilegedTests
         }
     }
 
-    /// <summary>Runs a process to its end (failing the test past the timeout); returns its exit code and output.</summary>
-    private static (int ExitCode, string Output) RunToExit(ProcessStartInfo start, TimeSpan timeout)
-    {
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(timeout))
-        {
-            process.Kill(entireProcessTree: true);
-            Assert.Fail($"{start.FileName} did not finish in {timeout.TotalSeconds} s");
-        }
-        return (process.ExitCode, stdout.Result + stderr.Result);
-    }
-
-    private static string DotnetHost() =>
-        Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : Environment.ProcessPath!;
-
     [Fact]
     public void Blocked_userfaultfd_is_reported_with_what_to_do()
     {
         string deny = Path.Combine(AppContext.BaseDirectory, "libcdmtestnative.so");
-        var start = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(TestProcess.DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "TransparentMigration.dll"));
         start.Environment["LD_PRELOAD"] = deny;
         start.Environment["CDM_TEST_DENY_USERFAULTFD"] = "1";
-        var (exitCode, output) = RunToExit(start, TimeSpan.FromSeconds(60));
+        var (exitCode, output) = TestProcess.RunToExit(start, TimeSpan.FromSeconds(60));
         Assert.True(exitCode == 2, output);
         Assert.Contains("userfaultfd(2) is not available", output);
         Assert.Contains("seccomp", output);

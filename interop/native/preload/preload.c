@@ -42,13 +42,15 @@ static inline cdm_heap *plain_heap(void) {
 }
 
 static inline cdm_heap *heap_for_new(void) {
-    cdm_heap *h = atomic_load_explicit(&engine_heap, memory_order_acquire);
-    return h && !cdm_engine_thread ? h : plain_heap();
+    cdm_heap *h = atomic_load_explicit(&engine_heap, memory_order_relaxed);
+    return __builtin_expect(h && !cdm_engine_thread, 1) ? h : plain_heap();
 }
 
+/* The engine heap first, then the plain one, by address range alone; huge allocations by search. */
 static inline cdm_heap *heap_holding(const void *p) {
     cdm_heap *h = atomic_load_explicit(&engine_heap, memory_order_relaxed);
-    if (h && cdm_heap_of(p) == h) return h;
+    if (__builtin_expect(h && heap_owns(h, p), 1)) return h;
+    if (plain && heap_owns(plain, p)) return plain;
     return cdm_heap_of(p);
 }
 
@@ -103,8 +105,14 @@ EXPORT void *calloc(size_t count, size_t size) {
 
 EXPORT void free(void *p) {
     if (!p) return;
-    cdm_heap *h = heap_holding(p);
-    if (h) cdm_heap_free(h, p);
+    cdm_heap *h = atomic_load_explicit(&engine_heap, memory_order_relaxed);
+    int rc = h ? heap_free_owned(h, p) : 0;
+    if (__builtin_expect(rc == 1, 1)) return;
+    if (rc == 0 && plain) rc = heap_free_owned(plain, p);
+    if (rc == 1) return;
+    if (rc < 0) heap_free_failed(rc, p);
+    /* Huge allocations, or memory glibc handed out. */
+    if ((h = cdm_heap_of(p))) cdm_heap_free(h, p);
     else __libc_free(p);
 }
 
