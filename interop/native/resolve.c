@@ -173,21 +173,20 @@ static bool refill(cdm_engine *e, cdm_region *r, uint64_t p, uint64_t w) {
 
 /* Serves a missing-page fault; returns the pages [*wake_first, +*wake_count) the caller wakes once it
  * has let go of the region, less page *hold (UINT64_MAX: none), whose toucher waits for a retry: woken,
- * it would only fault again at once. Returns whether the fault started (or moved on) a readahead stream. */
-static bool handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable, uint64_t *wake_first, uint64_t *wake_count,
+ * it would only fault again at once. */
+static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writable, uint64_t *wake_first, uint64_t *wake_count,
                            uint64_t *hold) {
-    bool stream = false;
     uint64_t w = region_word(r, p);
     *wake_first = p;
     *wake_count = 1;
     *hold = UINT64_MAX;
     switch (PS_STATE(w)) {
     case PS_EMPTY: break;
-    case PS_FAULTING: *wake_count = 0; return false; /* its resolver wakes it */
-    case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return false; /* the migration wakes it */
+    case PS_FAULTING: *wake_count = 0; return; /* its resolver wakes it */
+    case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
     default:
         if (!refill(e, r, p, w)) *wake_count = 0;
-        return false;
+        return;
     }
     atomic_fetch_add(&e->st.faults_missing, 1);
     uint64_t fa = r->fault_around;
@@ -201,20 +200,27 @@ static bool handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writab
         retry_later(e, (uint64_t)(r->base + p * PAGE));
         *hold = p;
     }
-    /* A first touch right after resident pages looks sequential: resolve ahead of it on the readahead
-     * thread, so the toucher stops waiting a round trip per window (as the kernel's readahead does). */
+    /* A first touch right after resident pages looks sequential: resolve ahead of it, as the kernel reads
+     * ahead in files. The stream's first step is resolved here, before the toucher is woken (otherwise,
+     * with the CPUs busy, the toucher reaches the next window before the readahead thread runs, and every
+     * window faults); the rest on the readahead thread while the toucher runs. */
     if (rc == 0 && r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
+        uint64_t next = ws + wn, end = next + r->readahead < r->pages ? next + r->readahead : r->pages;
+        uint64_t step = end - next < READAHEAD_STEP ? end - next : READAHEAD_STEP;
+        if (resolve_first_touch(r, next, step, true) == 0) {
+            atomic_fetch_add(&e->st.readahead, step);
+            *wake_count += step;
+            next += step;
+        }
         pthread_mutex_lock(&e->ahead.lock);
-        if (!r->dying) {
+        if (!r->dying && next < end) {
             e->ahead.region = r;
-            e->ahead.next = ws + wn;
-            e->ahead.end = ws + wn + r->readahead < r->pages ? ws + wn + r->readahead : r->pages;
+            e->ahead.next = next;
+            e->ahead.end = end;
             pthread_cond_signal(&e->ahead.wake);
-            stream = true;
         }
         pthread_mutex_unlock(&e->ahead.lock);
     }
-    return stream;
 }
 
 /* Takes and resolves the next step of the open stream; false when there is none. The step holds a
@@ -294,11 +300,8 @@ static void handle_fault(cdm_engine *e, uint64_t addr, uint64_t flags, uint64_t 
     }
     uint64_t first, count, hold;
     uint8_t *base = r->base;
-    bool stream = handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
+    handle_missing(e, r, (addr - (uint64_t)r->base) / PAGE, flags & UFFD_PAGEFAULT_FLAG_WRITE, &first, &count, &hold);
     region_put(r);
-    /* The stream's first step is resolved before its toucher runs on: otherwise, with the CPUs busy, the
-     * toucher reaches the next window before the readahead thread is scheduled, and every window faults. */
-    if (stream) readahead_step(e);
     if (read_at && count) latency_record(e, CDM_LAT_FAULT, now_ns() - read_at);
     /* Woken only now: a toucher that goes on to destroy the region finds no reference left to wait for. */
     int rc = 0;

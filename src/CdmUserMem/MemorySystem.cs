@@ -175,8 +175,11 @@ public sealed class MemorySystem : IDisposable
         // The native call is short (mmap, register, table insert) and takes no managed lock.
         var engine = EngineHandle;
         int rc = CdmEngine.RegionCreate(engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
-        if (rc == CdmEngine.ErrorMappingBudget)
-            Log.MappingBudgetRefused(Telemetry.Logger, size, Options.MappingBudget, GetStatistics().MappingsInUse);
+        if (rc == CdmEngine.ErrorMappingBudget && Telemetry.Logger.IsEnabled(Microsoft.Extensions.Logging.LogLevel.Warning))
+        {
+            CdmEngine.EngineStats(engine, out var stats);
+            Log.MappingBudgetRefused(Telemetry.Logger, size, Options.MappingBudget, stats.MappingsInUse);
+        }
         if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
         var region = new Region(this, new RegionSafeHandle(handle, engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
         bool disposed;

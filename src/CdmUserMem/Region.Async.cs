@@ -13,15 +13,17 @@ public sealed partial class Region
         {
             throw new MigrationCanceledException(new MigrationResult(request.Target), cancellationToken);
         }
+        MigrationResult result;
         try
         {
             // The batches block in native code: run them off the caller's context.
             await Task.Yield();
-            return MigrateLocked(request, cancellationToken);
+            result = MigrateLocked(request, cancellationToken);
         }
         finally
         {
             _migrationLock.Release();
         }
+        return LogIfIncomplete(result);
     }
 }

@@ -29,14 +29,25 @@ public sealed unsafe partial class Region
     {
         var request = Validate(offset, length, target, options);
         WaitForTurn(request, cancellationToken);
+        MigrationResult result;
         try
         {
-            return MigrateLocked(request, cancellationToken);
+            result = MigrateLocked(request, cancellationToken);
         }
         finally
         {
             _migrationLock.Release();
         }
+        return LogIfIncomplete(result);
+    }
+
+    /// <summary>Logs, once the region's migration lock is let go, pages a migration left behind.</summary>
+    private MigrationResult LogIfIncomplete(MigrationResult result)
+    {
+        if (!result.IsComplete)
+            Log.MigrationIncomplete(System.Telemetry.Logger, result.Target.Name, result.PagesNoCapacity, result.PagesPinned,
+                                    result.PagesShared, result.PagesFailed, result.PagesBusy);
+        return result;
     }
 
     /// <summary>
@@ -105,9 +116,6 @@ public sealed unsafe partial class Region
                 for (ulong i = 0; i < n; i++) result.Add((batchFirst + i) * PageSize, (CdmOutcome)outcomes[i]);
                 done += n;
             }
-            if (!result.IsComplete)
-                Log.MigrationIncomplete(System.Telemetry.Logger, target.Name, result.PagesNoCapacity, result.PagesPinned,
-                                        result.PagesShared, result.PagesFailed, result.PagesBusy);
             return result;
         }
         finally

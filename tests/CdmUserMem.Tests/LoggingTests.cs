@@ -59,11 +59,13 @@ public class LoggingTests
         Fill(region, MiB / 2, 2 * MiB, seed: 6);
         ulong fallbacks = system.GetStatistics().FirstTouchFallbacks;
         Assert.True(fallbacks > 0);
+        // The exporter's timer may have reported part of them already: the reports add up, and the last names the total.
         MemoryMetrics.Export();
-        MemoryMetrics.Export();
-        var fell = Assert.Single(log.Entries, e => e.Event == "FirstTouchFallbacks");
-        Assert.Equal(LogLevel.Warning, fell.Level);
-        Assert.Contains($"{fallbacks} in all", fell.Message);
+        var fell = log.Entries.Where(e => e.Event == "FirstTouchFallbacks").ToList();
+        Assert.NotEmpty(fell);
+        Assert.All(fell, e => Assert.Equal(LogLevel.Warning, e.Level));
+        Assert.Equal(fallbacks, fell.Aggregate(0UL, (sum, e) => sum + ulong.Parse(e.Message.Split(' ')[0])));
+        Assert.Contains($"{fallbacks} in all", fell[^1].Message);
 
         // Regions past the mapping budget are refused, and the refusal is logged with the budget.
         var regions = new List<Region>();

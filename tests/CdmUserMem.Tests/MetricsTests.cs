@@ -65,6 +65,7 @@ public class MetricsTests
         Assert.Equal(stats.MappingsInUse, (ulong)Value("cdmusermem.mappings.in_use"));
         Assert.Equal(MiB, (ulong)Value("cdmusermem.node.used", "node", "dev0"));
         Assert.Equal(3 * MiB, (ulong)Value("cdmusermem.node.free", "node", "dev0"));
+        Assert.DoesNotContain(recorder.Of("cdmusermem.node.free", system), m => Equals(m.Tags["node"], "host"));
         Assert.Equal(device.GetUsage().UsedBytes, (ulong)Value("cdmusermem.node.used", "node", "dev0"));
     }
 
@@ -102,12 +103,29 @@ public class MetricsTests
     }
 
     [Fact]
+    public void A_system_dropped_without_dispose_can_still_be_collected()
+    {
+        var weak = DropASystem();
+        for (int i = 0; i < 10 && weak.IsAlive; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.False(weak.IsAlive, "the meter keeps an undisposed memory system alive");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference DropASystem() => new(MemorySystem.Create());
+
+    [Fact]
     public void A_disposed_system_leaves_the_meter()
     {
         using var recorder = new Recorder();
         var (system, _) = Create();
         var tag = system.Telemetry.SystemTag.Value;
+        Assert.True(MemoryMetrics.IsRegistered(system.Telemetry));
         system.Dispose();
+        Assert.False(MemoryMetrics.IsRegistered(system.Telemetry));
         recorder.Observe();
         MemoryMetrics.Export();
         Assert.DoesNotContain(recorder.Measurements, m => Equals(m.Tags.GetValueOrDefault("system"), tag));

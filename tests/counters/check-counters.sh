@@ -6,8 +6,19 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-dotnet tool install dotnet-counters --version 10.0.750501 --tool-path "$work/tools" >/dev/null
-dotnet build "$root/examples/TransparentMigration" -c Release --nologo -v quiet >/dev/null
+# Runs a step with its output kept, and shows that output only if the step fails.
+step() {
+  local name=$1; shift
+  if ! "$@" >"$work/step.log" 2>&1; then
+    cat "$work/step.log"
+    echo "counters check: $name failed"
+    exit 1
+  fi
+}
+
+# dotnet-counters comes from the NuGet feed this machine uses, as any dotnet tool does.
+step "dotnet tool install" dotnet tool install dotnet-counters --version 10.0.750501 --tool-path "$work/tools"
+step "dotnet build" dotnet build "$root/examples/TransparentMigration" -c Release --nologo
 # dotnet-counters starts the example itself, suspended until the session is up, so nothing it does
 # (its first touches come in its first second) happens before the collector listens.
 "$work/tools/dotnet-counters" collect --counters CdmUserMem --format csv -o "$work/counters.csv" -- \

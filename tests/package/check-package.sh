@@ -6,21 +6,31 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-dotnet pack "$root/src/CdmUserMem/CdmUserMem.csproj" -c Release -o "$work/feed" --nologo -v quiet
-package=$(ls "$work"/feed/CdmUserMem.*.nupkg)
-version=$(basename "$package" .nupkg); version=${version#CdmUserMem.}
+# Runs a step with its output kept, and shows that output only if the step fails.
+step() {
+  local name=$1; shift
+  if ! "$@" >"$work/step.log" 2>&1; then
+    cat "$work/step.log"
+    echo "package check: $name failed"
+    exit 1
+  fi
+}
+
+# A version no other feed has, so the restore can only take this build (and no older one from the cache).
+version="0.4.0-check.$(date +%Y%m%d%H%M%S).$$"
+step "dotnet pack" dotnet pack "$root/src/CdmUserMem/CdmUserMem.csproj" -c Release -o "$work/feed" --nologo -p:Version="$version"
+package="$work/feed/CdmUserMem.$version.nupkg"
 contents=$(unzip -Z1 "$package")
 for entry in lib/net10.0/CdmUserMem.dll lib/net10.0/CdmUserMem.Interop.dll lib/net10.0/CdmUserMem.xml \
-             runtimes/linux-x64/native/libcdmengine.so build/native/include/cdm_engine.h README.md; do
+             runtimes/linux-x64/native/libcdmengine.so runtimes/linux-x64/native/libcdmmalloc.so \
+             build/native/include/cdm_engine.h build/native/include/cdm_heap.h README.md; do
   grep -qx "$entry" <<<"$contents" || { echo "package check: $entry missing from $(basename "$package")"; exit 1; }
 done
-echo "package check: $(basename "$package") carries the assemblies, XML docs, native engine, header and README"
+echo "package check: $(basename "$package") carries the assemblies, XML docs, native engine, preloadable malloc, headers and README"
 
-# A package cache of its own, so an older build of the same version cannot stand in for this one.
-export NUGET_PACKAGES="$work/packages"
 mkdir "$work/app"
 cd "$work/app"
-dotnet new console --name PackageConsumer --output . >/dev/null
+step "dotnet new console" dotnet new console --name PackageConsumer --output .
 cat > nuget.config <<CONFIG
 <?xml version="1.0" encoding="utf-8"?>
 <configuration>
@@ -29,11 +39,12 @@ cat > nuget.config <<CONFIG
   </packageSources>
 </configuration>
 CONFIG
-dotnet add package CdmUserMem --version "$version" >/dev/null
+step "dotnet add package" dotnet add package CdmUserMem --version "$version"
 cp "$root/tests/package/Program.cs.txt" Program.cs
-output=$(dotnet run -c Release 2>&1) || { echo "$output"; echo "package check: the consumer failed"; exit 1; }
+step "dotnet run" dotnet run -c Release
+output=$(cat "$work/step.log")
 echo "$output"
-grep -qx "faults True, migrated 1024 pages to gpu0, intact True" <<<"$output" &&
-  grep -qx "fault service latency recorded: True" <<<"$output" ||
+grep -q "faults True, migrated 1024 pages to gpu0, intact True" <<<"$output" &&
+  grep -q "fault service latency recorded: True" <<<"$output" ||
   { echo "package check: unexpected output from the consumer"; exit 1; }
 echo "package check: passed"

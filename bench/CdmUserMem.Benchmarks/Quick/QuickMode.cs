@@ -28,6 +28,7 @@ internal static unsafe partial class QuickMode
         figures.AddRange(ScatteredMigration());
         figures.AddRange(CopyEngineFigures());
         figures.AddRange(MetricsOverhead(distributions));
+        figures.AddRange(Allocators());
         var sizes = MigrationBySize();
         // Last and on a thread of its own: it pins CPUs, and threads created meanwhile inherit the mask.
         var latency = new List<Figure>();

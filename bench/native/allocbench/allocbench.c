@@ -3,8 +3,8 @@
  *   small     ns per malloc+free of 16-256 bytes, 64 live at a time
  *   xthread   objects per second a producer allocates and a consumer frees (cross-thread frees)
  *   churn     threads per second created, doing 2000 small malloc/free pairs, and joined
- *   realloc   seconds to grow blocks from 16 B to 32 MiB by 1.3x with realloc, 100 times
- *   large     seconds to malloc, zero-fill and free 5-25 MiB blocks, 200 times
+ *   realloc   seconds to grow blocks from 16 B to 32 MiB by 1.3x with realloc, 10 times
+ *   large     seconds to malloc, zero-fill and free 5-25 MiB blocks, 60 times
  *   pareto    malloc+free pairs per second, sizes Pareto-distributed (16 B to 256 KiB), 20000 live */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -103,7 +103,7 @@ static double churn(void) {
 
 static double realloc_growth(void) {
     double t0 = now();
-    for (int r = 0; r < 100; r++) {
+    for (int r = 0; r < 10; r++) {
         size_t size = 16;
         char *p = malloc(size);
         while (size < (32u << 20)) {
@@ -119,7 +119,7 @@ static double realloc_growth(void) {
 
 static double large(void) {
     double t0 = now();
-    for (int i = 0; i < 200; i++) {
+    for (int i = 0; i < 60; i++) {
         size_t size = (5 + next() % 21) << 20;
         char *p = malloc(size);
         zero_fill(p, 0, size);

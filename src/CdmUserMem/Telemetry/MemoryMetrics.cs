@@ -13,9 +13,11 @@ internal static class MemoryMetrics
 
     private static readonly Meter s_meter = new(MeterName, typeof(MemoryMetrics).Assembly.GetName().Version?.ToString(3));
     private static readonly Lock s_sync = new();
-    private static SystemTelemetry[] s_systems = [];
+    /// <summary>Weak: a memory system its owner dropped without disposing stays collectable, and its handles'
+    /// finalizers still release the engine.</summary>
+    private static WeakReference<SystemTelemetry>[] s_systems = [];
     private static Timer? s_timer;
-    private static int s_exporting;
+    private static readonly Lock s_exporting = new();
 
     internal static readonly Histogram<double> FaultServiceTime = s_meter.CreateHistogram<double>(
         "cdmusermem.fault.service_time", "us", "Fault service time: from the fault thread reading a fault that resolves pages (first touch, refill) to waking its toucher.");
@@ -51,16 +53,16 @@ internal static class MemoryMetrics
             [Measure(s.MappingsInUse, t)]), "{mapping}", "Mappings (VMAs) the memory system holds.");
         s_meter.CreateObservableGauge("cdmusermem.node.used", () => EachNode(static u => u.UsedBytes),
             "By", "Bytes resident on each node.");
-        s_meter.CreateObservableGauge("cdmusermem.node.free", () => EachNode(static u => u.FreeBytes),
-            "By", "Free bytes of each device node's arena (the host is unbounded and reports 0).");
+        s_meter.CreateObservableGauge("cdmusermem.node.free", () => EachNode(static u => u.FreeBytes, devicesOnly: true),
+            "By", "Free bytes of each device node's arena (the host is unbounded and not reported).");
     }
 
     internal static void Register(SystemTelemetry system)
     {
         lock (s_sync)
         {
-            s_systems = [.. s_systems, system];
-            s_timer ??= new Timer(static _ => Export(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+            s_systems = [.. Live().Select(t => new WeakReference<SystemTelemetry>(t)), new WeakReference<SystemTelemetry>(system)];
+            s_timer ??= new Timer(static _ => Export(fromTimer: true), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         }
     }
 
@@ -68,7 +70,7 @@ internal static class MemoryMetrics
     {
         lock (s_sync)
         {
-            s_systems = s_systems.Where(s => s != system).ToArray();
+            s_systems = Live().Where(s => s != system).Select(t => new WeakReference<SystemTelemetry>(t)).ToArray();
             if (s_systems.Length == 0)
             {
                 s_timer?.Dispose();
@@ -77,33 +79,59 @@ internal static class MemoryMetrics
         }
     }
 
+    internal static bool IsRegistered(SystemTelemetry system) => Live().Contains(system);
+
     /// <summary>Replays new latency events into the histograms and reports what the logs must say; the timer
-    /// runs it every second, tests call it directly. Overlapping calls skip.</summary>
-    internal static void Export()
+    /// runs it every second (skipping a tick while an export is still running), tests call it directly (and
+    /// wait for a running one). Nothing escapes it: a throwing logger or listener costs its own report only.</summary>
+    internal static void Export(bool fromTimer = false)
     {
-        if (Interlocked.Exchange(ref s_exporting, 1) != 0) return;
+        if (fromTimer)
+        {
+            if (!s_exporting.TryEnter()) return;
+        }
+        else
+        {
+            s_exporting.Enter();
+        }
         try
         {
-            foreach (var system in s_systems) system.Export();
+            foreach (var system in Live())
+            {
+                try
+                {
+                    system.Export();
+                }
+                catch (Exception) when (fromTimer)
+                {
+                    // A user's logger or listener threw: an exception on a timer thread would end the process.
+                }
+            }
         }
         finally
         {
-            Volatile.Write(ref s_exporting, 0);
+            s_exporting.Exit();
         }
+    }
+
+    private static IEnumerable<SystemTelemetry> Live()
+    {
+        foreach (var weak in s_systems)
+            if (weak.TryGetTarget(out var system)) yield return system;
     }
 
     private static IEnumerable<Measurement<long>> Each(Func<MemoryStatistics, KeyValuePair<string, object?>, Measurement<long>[]> read)
     {
-        foreach (var system in s_systems)
+        foreach (var system in Live())
             if (system.TryReadStatistics(out var stats))
                 foreach (var m in read(stats, system.SystemTag)) yield return m;
     }
 
-    private static IEnumerable<Measurement<long>> EachNode(Func<NodeUsage, ulong> value)
+    private static IEnumerable<Measurement<long>> EachNode(Func<NodeUsage, ulong> value, bool devicesOnly = false)
     {
-        foreach (var system in s_systems)
-            foreach (var (node, usage) in system.ReadNodeUsage())
-                yield return new Measurement<long>((long)value(usage), system.SystemTag, new("node", node));
+        foreach (var system in Live())
+            foreach (var (node, isHost, usage) in system.ReadNodeUsage())
+                if (!(devicesOnly && isHost)) yield return new Measurement<long>((long)value(usage), system.SystemTag, new("node", node));
     }
 
     private static Measurement<long> Measure(ulong value, KeyValuePair<string, object?> system) => new((long)value, system);

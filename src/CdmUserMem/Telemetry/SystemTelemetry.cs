@@ -49,7 +49,7 @@ internal sealed unsafe class SystemTelemetry
         }
     }
 
-    public IEnumerable<(string Node, NodeUsage Usage)> ReadNodeUsage()
+    public IEnumerable<(string Node, bool IsHost, NodeUsage Usage)> ReadNodeUsage()
     {
         foreach (var node in _system.Nodes)
         {
@@ -62,7 +62,7 @@ internal sealed unsafe class SystemTelemetry
             {
                 yield break;
             }
-            yield return (node.Name, usage);
+            yield return (node.Name, node.Kind == MemoryNodeKind.Host, usage);
         }
     }
 
@@ -74,7 +74,8 @@ internal sealed unsafe class SystemTelemetry
             ExportLatency(CdmLatency.Fault, MemoryMetrics.FaultServiceTime.Enabled);
             bool migrations = MemoryMetrics.MigrationBatchTime.Enabled;
             for (var kind = CdmLatency.MigratePage; kind < CdmLatency.Count; kind++) ExportLatency(kind, migrations);
-            if (Logger.IsEnabled(LogLevel.Warning)) ReportCounters();
+            // Error is the highest level reported here: a logger taking any of them has it enabled.
+            if (Logger.IsEnabled(LogLevel.Error)) ReportCounters();
         }
         catch (Exception e) when (e is ObjectDisposedException or ForkedProcessException)
         {
