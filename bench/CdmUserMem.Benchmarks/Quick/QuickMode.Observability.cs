@@ -32,12 +32,15 @@ internal static unsafe partial class QuickMode
                     bool observed = i == 0;
                     // Metrics on: a listener on every instrument, and the export of what the run recorded
                     // (its replay into the histograms) inside the timed run. Off: neither, and no recording.
-                    double Timed(Action run) => Sampler.Time(() =>
+                    double Timed(Action run)
                     {
                         using var listener = observed ? ListenToEverything() : null;
-                        run();
-                        if (observed) MemoryMetrics.Export();
-                    });
+                        return Sampler.Time(() =>
+                        {
+                            run();
+                            if (observed) MemoryMetrics.Export();
+                        });
+                    }
                     using (var sweep = system.Reserve(SweepSize))
                         samples[0].Add(SweepSize / Page / Timed(() => Sweep((byte*)sweep.Pointer, SweepSize)));
                     using (var sweep = system.Reserve(FaultPerPageSize, new RegionOptions { FaultAroundPages = 1, ReadaheadPages = 0 }))

@@ -6,7 +6,9 @@
  *   realloc   seconds to grow blocks from 16 B to 32 MiB by 1.3x with realloc, 10 times
  *   large     seconds to malloc, zero-fill and free 5-25 MiB blocks, 60 times
  *   pareto    malloc+free pairs per second, sizes Pareto-distributed (16 B to 256 KiB), 20000 live */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
