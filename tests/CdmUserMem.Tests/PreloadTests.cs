@@ -99,6 +99,20 @@ public class PreloadTests
     }
 
     [Fact]
+    public void The_tiering_example_keeps_every_cell_and_record()
+    {
+        var start = new ProcessStartInfo(TestProcess.DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "NativeHeapTiering.dll"));
+        start.ArgumentList.Add("--seconds");
+        start.ArgumentList.Add("3");
+        var (exitCode, output) = TestProcess.RunToExit(start, TimeSpan.FromSeconds(120));
+        Assert.True(exitCode == 0, output);
+        Assert.Contains("every cell and every record holds its writers' last value", output);
+        Assert.Matches(@"promoted +[1-9]", output);
+        Assert.Matches(@"demoted +[1-9]", output);
+    }
+
+    [Fact]
     public void On_a_device_node_the_same_output()
     {
         var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
