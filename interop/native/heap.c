@@ -775,9 +775,29 @@ int cdm_heap_destroy(cdm_heap *h) {
     return 0;
 }
 
-void *cdm_heap_malloc(cdm_heap *h, size_t bytes) {
-    if (likely(bytes <= CDM_HEAP_SMALL_MAX)) return small_alloc(h, class_of(bytes));
+static NOINLINE void *malloc_slow(cdm_heap *h, size_t bytes) {
+    if (bytes <= CDM_HEAP_SMALL_MAX) return small_alloc(h, class_of(bytes));
     return large_alloc(h, bytes, PAGE, false);
+}
+
+/* The fast path is a leaf: a free block of the thread's current span, or a tail call to the rest. */
+void *cdm_heap_malloc(cdm_heap *h, size_t bytes) {
+    if (likely(bytes <= CDM_HEAP_SMALL_MAX && !(h->flags & CDM_HEAP_CHECKED))) {
+        tls_slot *slot = &t_caches[h->id];
+        if (likely(slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed))) {
+            tcache *tc = slot->tc;
+            unsigned cls = class_of(bytes);
+            span *s = tc->current[cls];
+            block *b;
+            if (likely(s && (b = s->free))) {
+                s->free = b->next;
+                s->used++;
+                atomic_store_explicit(&tc->allocs[cls], atomic_load_explicit(&tc->allocs[cls], memory_order_relaxed) + 1, memory_order_relaxed);
+                return b;
+            }
+        }
+    }
+    return malloc_slow(h, bytes);
 }
 
 void *cdm_heap_calloc(cdm_heap *h, size_t count, size_t size) {
@@ -816,8 +836,15 @@ int cdm_heap_posix_memalign(cdm_heap *h, void **out, size_t alignment, size_t by
     return 0;
 }
 
-int heap_free_owned(cdm_heap *h, void *p) {
-    if (likely(in_small(h, p))) {
+/* After a local free into a span that is neither current nor partial-and-still-used. */
+static NOINLINE int free_fixup(tcache *tc, span *s) {
+    if (!s->in_partial && tc->current[s->cls] != s) free_into_exhausted(tc, s);
+    if (s->used == 0 && tc->current[s->cls] != s && s->in_partial) span_release(tc, s);
+    return 1;
+}
+
+static NOINLINE int free_slow(cdm_heap *h, void *p) {
+    if (in_small(h, p)) {
         int rc = small_free(h, p);
         return rc ? rc : 1;
     }
@@ -828,11 +855,31 @@ int heap_free_owned(cdm_heap *h, void *p) {
     return 0;
 }
 
+/* The fast path is a leaf: a block of a span this thread owns; anything else is a tail call. */
+int heap_free_owned(cdm_heap *h, void *p) {
+    if (likely(in_small(h, p) && !(h->flags & CDM_HEAP_CHECKED))) {
+        span *s = span_of(h, p);
+        tls_slot *slot = &t_caches[h->id];
+        if (likely(slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed) &&
+                   atomic_load_explicit(&s->owner, memory_order_relaxed) == slot->tc &&
+                   atomic_load_explicit(&s->in_use, memory_order_relaxed))) {
+            tcache *tc = slot->tc;
+            block *b = p;
+            b->next = s->free;
+            s->free = b;
+            s->used--;
+            if (likely(tc->current[s->cls] == s || (s->in_partial && s->used != 0))) return 1;
+            return free_fixup(tc, s);
+        }
+    }
+    return free_slow(h, p);
+}
+
 int cdm_heap_free_checked(cdm_heap *h, void *p) {
     if (!p) return 0;
-    if (likely(in_small(h, p))) return small_free(h, p);
-    if (in_large(h, p)) return large_free(h, p);
-    return huge_free(h, p);
+    int rc = heap_free_owned(h, p);
+    if (likely(rc == 1)) return 0;
+    return rc < 0 ? rc : huge_free(h, p);
 }
 
 void heap_free_failed(int rc, void *p) {
