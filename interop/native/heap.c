@@ -8,111 +8,26 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include "cdm_heap.h"
-#include "internal.h"
+#include "heap_internal.h"
 
-#define SPAN_SHIFT 16
-#define SPAN_BYTES (1ull << SPAN_SHIFT)
-#define SPAN_PAGES (SPAN_BYTES / PAGE)
-#define FULL_TAG ((uintptr_t)1)
 #define EXTENT_ALLOCATED 0x80000000u
 #define BITS_WORDS_PER_SPAN (SPAN_BYTES / 8 / 64) /* one bit per 8-byte block at most */
 #define HUGE_MAX 4096
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
 
-static const uint32_t class_sizes[CDM_HEAP_CLASSES] = {
+const uint32_t heap_class_sizes[CDM_HEAP_CLASSES] = {
     8, 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768,
     896, 1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384,
 };
-/* Size class of a size, by (size + 15) / 16; built once. */
-static uint8_t class_of_16[CDM_HEAP_SMALL_MAX / 16 + 1];
-
-typedef struct block {
-    struct block *next;
-} block;
-
-struct tcache;
-
-typedef struct span {
-    block *free;                   /* owner's free list */
-    _Atomic uintptr_t remote;      /* blocks other threads freed, | FULL_TAG while the owner has none */
-    uint8_t *start;
-    uint32_t bump, capacity, used, block_size; /* used: blocks out, counting remote frees not yet collected */
-    _Atomic uint32_t remote_pending;           /* remote frees not yet collected */
-    uint8_t cls;
-    bool in_partial;               /* on its owner's partial list (owner only) */
-    _Atomic bool in_use;           /* taken from the pool */
-    bool dirty;                    /* touched since it was last discarded (under the heap lock) */
-    _Atomic(struct tcache *) owner;
-    struct span *prev, *next;      /* partial list, or the pool */
-    struct span *notify_next;
-} span;
-
-typedef struct tcache {
-    cdm_heap *heap;
-    span *current[CDM_HEAP_CLASSES];
-    span *partial[CDM_HEAP_CLASSES];
-    _Atomic(span *) notify;        /* full spans that got remote frees: their remote pushers list them here */
-    _Atomic uint64_t allocs[CDM_HEAP_CLASSES];
-    struct tcache *next_all, *next_orphan;
-} tcache;
-
-typedef struct free_extent {
-    uint64_t start, pages;
-    bool clean; /* known to read zeros (never touched, or discarded) */
-} free_extent;
-
-typedef struct huge_alloc {
-    uint8_t *base;
-    uint64_t bytes;
-    cdm_region *region; /* NULL: a plain mapping */
-} huge_alloc;
-
-struct cdm_heap {
-    /* Kept across destroy and create: the slot's identity and locks. */
-    pthread_mutex_t lock;       /* span pool, thread caches */
-    pthread_mutex_t large_lock; /* extents and huge allocations */
-    int id;
-    _Atomic uint64_t generation;
-    _Atomic bool alive;
-    bool claimed;               /* under slots_lock: a create or a live heap holds the slot */
-    /* Reset by destroy, from here on. */
-    cdm_engine *engine;
-    int32_t placement;
-    uint32_t flags;
-    uint64_t retention, huge_threshold;
-    cdm_region *small_region;
-    uint8_t *small_base;
-    uint64_t small_size, span_count, span_bump, pool_dirty, spans_in_use;
-    span *spans, *pool;
-    _Atomic uint64_t *bits;
-    tcache *all, *orphans;
-    cdm_region *large_region;
-    uint8_t *large_base;
-    uint64_t large_pages, large_bump, large_live, retained, discarded;
-    uint32_t *extent;
-    free_extent *frees;
-    uint64_t free_count, free_capacity;
-    huge_alloc *huge;
-    uint32_t huge_count;
-    _Atomic uint64_t huge_live, peak, large_allocs, huge_allocs;
-};
-
-static cdm_heap heap_slots[CDM_HEAP_MAX];
+uint8_t heap_class_of_8[CDM_HEAP_SMALL_MAX / 8 + 1];
+cdm_heap heap_slots[CDM_HEAP_MAX];
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tcache_key;
-
-typedef struct tls_slot {
-    tcache *tc;
-    uint64_t generation;
-} tls_slot;
 /* Initial-exec: one instruction to reach, and small enough (256 bytes) for the static TLS room glibc keeps
  * for libraries loaded with dlopen, as .NET loads this one. */
-static __thread tls_slot t_caches[CDM_HEAP_MAX] __attribute__((tls_model("initial-exec")));
+__thread tls_slot heap_tls[CDM_HEAP_MAX] __attribute__((tls_model("initial-exec")));
 
 static void *map_plain(uint64_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -138,7 +53,7 @@ static void orphan_tcaches(void *arg) {
     (void)arg;
     for (int i = 0; i < CDM_HEAP_MAX; i++) {
         cdm_heap *h = &heap_slots[i];
-        tls_slot *slot = &t_caches[i];
+        tls_slot *slot = &heap_tls[i];
         if (!slot->tc || !atomic_load(&h->alive) || slot->generation != atomic_load(&h->generation)) continue;
         pthread_mutex_lock(&h->lock);
         slot->tc->next_orphan = h->orphans;
@@ -164,10 +79,10 @@ static void fork_release(void) {
 }
 
 static void heap_init_once(void) {
-    for (uint32_t s = 0; s <= CDM_HEAP_SMALL_MAX; s += 16) {
+    for (uint32_t s = 0; s <= CDM_HEAP_SMALL_MAX; s += 8) {
         uint32_t c = 0;
-        while (class_sizes[c] < (s ? s : 1)) c++;
-        class_of_16[s / 16] = (uint8_t)c;
+        while (heap_class_sizes[c] < (s ? s : 1)) c++;
+        heap_class_of_8[s / 8] = (uint8_t)c;
     }
     for (int i = 0; i < CDM_HEAP_MAX; i++) {
         pthread_mutex_init(&heap_slots[i].lock, NULL);
@@ -180,9 +95,6 @@ static void heap_init_once(void) {
     pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
-static inline unsigned class_of(size_t bytes) {
-    return bytes <= 8 ? 0 : class_of_16[(bytes + 15) >> 4];
-}
 
 static NOINLINE tcache *tcache_make(cdm_heap *h) {
     tcache *tc = NULL;
@@ -201,13 +113,13 @@ static NOINLINE tcache *tcache_make(cdm_heap *h) {
         h->all = tc;
         pthread_mutex_unlock(&h->lock);
     }
-    t_caches[h->id] = (tls_slot){tc, atomic_load(&h->generation)};
+    heap_tls[h->id] = (tls_slot){tc, atomic_load(&h->generation)};
     pthread_setspecific(tcache_key, (void *)1);
     return tc;
 }
 
 static inline tcache *tcache_of(cdm_heap *h) {
-    tls_slot *slot = &t_caches[h->id];
+    tls_slot *slot = &heap_tls[h->id];
     if (likely(slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed))) return slot->tc;
     return tcache_make(h);
 }
@@ -234,9 +146,6 @@ static void note_peak(cdm_heap *h) {
 
 /* ---- spans ---- */
 
-static inline span *span_of(cdm_heap *h, const void *p) {
-    return &h->spans[((const uint8_t *)p - h->small_base) >> SPAN_SHIFT];
-}
 
 static inline _Atomic uint64_t *bits_of(cdm_heap *h, span *s) {
     return h->bits + (uint64_t)(s - h->spans) * BITS_WORDS_PER_SPAN;
@@ -264,7 +173,7 @@ static span *span_take(tcache *tc, unsigned cls) {
     s->free = NULL;
     atomic_store(&s->remote, 0);
     s->cls = (uint8_t)cls;
-    s->block_size = class_sizes[cls];
+    s->block_size = heap_class_sizes[cls];
     s->capacity = (uint32_t)(SPAN_BYTES / s->block_size);
     s->bump = s->used = 0;
     atomic_store(&s->remote_pending, 0);
@@ -279,6 +188,7 @@ static void partial_unlink(tcache *tc, span *s) {
     if (s->prev) s->prev->next = s->next;
     else tc->partial[s->cls] = s->next;
     if (s->next) s->next->prev = s->prev;
+    else tc->partial_tail[s->cls] = s->prev;
     s->prev = s->next = NULL;
     s->in_partial = false;
 }
@@ -288,6 +198,7 @@ static void partial_push(tcache *tc, span *s) {
     s->prev = NULL;
     s->next = tc->partial[s->cls];
     if (s->next) s->next->prev = s;
+    else tc->partial_tail[s->cls] = s;
     tc->partial[s->cls] = s;
     s->in_partial = true;
 }
@@ -353,7 +264,8 @@ static NOINLINE void *alloc_slow(tcache *tc, unsigned cls) {
     }
     if (!tc->current[cls] && atomic_load_explicit(&tc->notify, memory_order_relaxed)) drain_notified(tc);
     if (!tc->current[cls] && tc->partial[cls]) {
-        s = tc->partial[cls];
+        /* The oldest partial span: a span freed into a moment ago may hold one free block only. */
+        s = tc->partial_tail[cls];
         partial_unlink(tc, s);
         tc->current[cls] = s;
     }
@@ -415,7 +327,7 @@ static ALWAYS_INLINE void *small_alloc(cdm_heap *h, unsigned cls) {
         if (!p) return NULL;
         s = tc->current[cls];
     }
-    atomic_store_explicit(&tc->allocs[cls], atomic_load_explicit(&tc->allocs[cls], memory_order_relaxed) + 1, memory_order_relaxed);
+    tc->allocs[cls]++;
     if (unlikely(h->flags & CDM_HEAP_CHECKED)) mark_allocated(h, s, p);
     return p;
 }
@@ -673,13 +585,7 @@ static int huge_free(cdm_heap *h, void *p) {
 
 /* ---- the heap ---- */
 
-static inline bool in_small(const cdm_heap *h, const void *p) {
-    return (uintptr_t)((const uint8_t *)p - h->small_base) < h->small_size;
-}
 
-static inline bool in_large(const cdm_heap *h, const void *p) {
-    return (uintptr_t)((const uint8_t *)p - h->large_base) < h->large_pages * PAGE;
-}
 
 static int area_create(cdm_heap *h, uint64_t bytes, cdm_region **region, uint8_t **base) {
     if (h->engine) {
@@ -782,22 +688,8 @@ static NOINLINE void *malloc_slow(cdm_heap *h, size_t bytes) {
 
 /* The fast path is a leaf: a free block of the thread's current span, or a tail call to the rest. */
 void *cdm_heap_malloc(cdm_heap *h, size_t bytes) {
-    if (likely(bytes <= CDM_HEAP_SMALL_MAX && !(h->flags & CDM_HEAP_CHECKED))) {
-        tls_slot *slot = &t_caches[h->id];
-        if (likely(slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed))) {
-            tcache *tc = slot->tc;
-            unsigned cls = class_of(bytes);
-            span *s = tc->current[cls];
-            block *b;
-            if (likely(s && (b = s->free))) {
-                s->free = b->next;
-                s->used++;
-                atomic_store_explicit(&tc->allocs[cls], atomic_load_explicit(&tc->allocs[cls], memory_order_relaxed) + 1, memory_order_relaxed);
-                return b;
-            }
-        }
-    }
-    return malloc_slow(h, bytes);
+    void *p = heap_malloc_fast(h, bytes);
+    return likely(p != NULL) ? p : malloc_slow(h, bytes);
 }
 
 void *cdm_heap_calloc(cdm_heap *h, size_t count, size_t size) {
@@ -823,7 +715,7 @@ void *cdm_heap_aligned_alloc(cdm_heap *h, size_t alignment, size_t bytes) {
     if (bytes <= CDM_HEAP_SMALL_MAX && alignment <= CDM_HEAP_SMALL_MAX) {
         /* Spans are 64 KiB-aligned, so a block is aligned to any power of two dividing its class size. */
         for (unsigned c = class_of(bytes); c < CDM_HEAP_CLASSES; c++)
-            if (class_sizes[c] % alignment == 0) return small_alloc(h, c);
+            if (heap_class_sizes[c] % alignment == 0) return small_alloc(h, c);
     }
     return large_alloc(h, bytes < PAGE ? PAGE : bytes, alignment, false);
 }
@@ -834,13 +726,6 @@ int cdm_heap_posix_memalign(cdm_heap *h, void **out, size_t alignment, size_t by
     if (!p) return ENOMEM;
     *out = p;
     return 0;
-}
-
-/* After a local free into a span that is neither current nor partial-and-still-used. */
-static NOINLINE int free_fixup(tcache *tc, span *s) {
-    if (!s->in_partial && tc->current[s->cls] != s) free_into_exhausted(tc, s);
-    if (s->used == 0 && tc->current[s->cls] != s && s->in_partial) span_release(tc, s);
-    return 1;
 }
 
 static NOINLINE int free_slow(cdm_heap *h, void *p) {
@@ -857,22 +742,7 @@ static NOINLINE int free_slow(cdm_heap *h, void *p) {
 
 /* The fast path is a leaf: a block of a span this thread owns; anything else is a tail call. */
 int heap_free_owned(cdm_heap *h, void *p) {
-    if (likely(in_small(h, p) && !(h->flags & CDM_HEAP_CHECKED))) {
-        span *s = span_of(h, p);
-        tls_slot *slot = &t_caches[h->id];
-        if (likely(slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed) &&
-                   atomic_load_explicit(&s->owner, memory_order_relaxed) == slot->tc &&
-                   atomic_load_explicit(&s->in_use, memory_order_relaxed))) {
-            tcache *tc = slot->tc;
-            block *b = p;
-            b->next = s->free;
-            s->free = b;
-            s->used--;
-            if (likely(tc->current[s->cls] == s || (s->in_partial && s->used != 0))) return 1;
-            return free_fixup(tc, s);
-        }
-    }
-    return free_slow(h, p);
+    return likely(heap_free_fast(h, p)) ? 1 : free_slow(h, p);
 }
 
 int cdm_heap_free_checked(cdm_heap *h, void *p) {
@@ -1028,7 +898,7 @@ void cdm_heap_get_stats(cdm_heap *h, cdm_heap_stats *o) {
     pthread_mutex_lock(&h->lock);
     uint64_t small = small_live(h);
     for (tcache *tc = h->all; tc; tc = tc->next_all)
-        for (int c = 0; c < CDM_HEAP_CLASSES; c++) o->allocations_by_class[c] += atomic_load_explicit(&tc->allocs[c], memory_order_relaxed);
+        for (int c = 0; c < CDM_HEAP_CLASSES; c++) o->allocations_by_class[c] += __atomic_load_n(&tc->allocs[c], __ATOMIC_RELAXED);
     o->spans_in_use = h->spans_in_use;
     o->free_retained_bytes = h->pool_dirty;
     pthread_mutex_unlock(&h->lock);
@@ -1047,7 +917,7 @@ void cdm_heap_get_stats(cdm_heap *h, cdm_heap_stats *o) {
 }
 
 uint32_t cdm_heap_class_size(int32_t c) {
-    return c >= 0 && c < CDM_HEAP_CLASSES ? class_sizes[c] : 0;
+    return c >= 0 && c < CDM_HEAP_CLASSES ? heap_class_sizes[c] : 0;
 }
 
 /* ---- the default heap ---- */

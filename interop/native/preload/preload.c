@@ -18,8 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "../cdm_heap.h"
-#include "../internal.h"
+#include "../heap_internal.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -96,7 +95,9 @@ __attribute__((constructor)) static void start(void) {
 }
 
 EXPORT void *malloc(size_t bytes) {
-    return cdm_heap_malloc(heap_for_new(), bytes);
+    cdm_heap *h = heap_for_new();
+    void *p = heap_malloc_fast(h, bytes);
+    return __builtin_expect(p != NULL, 1) ? p : cdm_heap_malloc(h, bytes);
 }
 
 EXPORT void *calloc(size_t count, size_t size) {
@@ -106,6 +107,7 @@ EXPORT void *calloc(size_t count, size_t size) {
 EXPORT void free(void *p) {
     if (!p) return;
     cdm_heap *h = atomic_load_explicit(&engine_heap, memory_order_relaxed);
+    if (__builtin_expect(h && heap_free_fast(h, p), 1)) return;
     int rc = h ? heap_free_owned(h, p) : 0;
     if (__builtin_expect(rc == 1, 1)) return;
     if (rc == 0 && plain) rc = heap_free_owned(plain, p);
