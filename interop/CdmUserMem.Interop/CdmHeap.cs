@@ -70,6 +70,16 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_heap_realloc")]
     public static partial void* HeapRealloc(HeapSafeHandle heap, void* p, nuint bytes);
 
+    [LibraryImport(LibraryName, EntryPoint = "cdm_heap_realloc_checked")]
+    public static partial int HeapReallocChecked(HeapSafeHandle heap, void* p, nuint bytes, out void* result);
+
+    /// <summary>While held, no huge allocation of the heap is unmapped: region pointers it handed out stay valid.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_heap_hold")]
+    public static partial void HeapHold(HeapSafeHandle heap);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_heap_unhold")]
+    public static partial void HeapUnhold(HeapSafeHandle heap);
+
     [LibraryImport(LibraryName, EntryPoint = "cdm_heap_aligned_alloc")]
     public static partial void* HeapAlignedAlloc(HeapSafeHandle heap, nuint alignment, nuint bytes);
 

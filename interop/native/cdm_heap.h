@@ -81,6 +81,14 @@ size_t cdm_heap_malloc_usable_size(cdm_heap *heap, const void *p);
 /* As cdm_heap_free, but returns 0 or a CDM_E_HEAP_* error instead of aborting; frees nothing on error. */
 int cdm_heap_free_checked(cdm_heap *heap, void *p);
 
+/* As cdm_heap_realloc, but returns 0 or a CDM_E_HEAP_* error (or -ENOMEM) instead of aborting; *out is
+ * the new pointer (NULL after a free of size 0). On an error nothing changed. */
+int cdm_heap_realloc_checked(cdm_heap *heap, void *p, size_t bytes, void **out);
+/* While held, no huge allocation is unmapped (its free waits): for callers that use the region pointers
+ * cdm_heap_locate, cdm_heap_page_of and cdm_heap_ranges return. Never free while holding. */
+void cdm_heap_hold(cdm_heap *heap);
+void cdm_heap_unhold(cdm_heap *heap);
+
 /* The heap holding p, or NULL. */
 cdm_heap *cdm_heap_of(const void *p);
 /* The pages an allocation covers (a small block: its span's pages). */

@@ -12,7 +12,8 @@
 
 #define EXTENT_ALLOCATED 0x80000000u
 #define BITS_WORDS_PER_SPAN (SPAN_BYTES / 8 / 64) /* one bit per 8-byte block at most */
-#define HUGE_MAX 4096
+#define HUGE_MAX 65536
+#define LARGE_ALIGN (2ull << 20) /* the extent area starts on a 2 MiB boundary */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define NOINLINE __attribute__((noinline))
 
@@ -54,10 +55,14 @@ static void orphan_tcaches(void *arg) {
     for (int i = 0; i < CDM_HEAP_MAX; i++) {
         cdm_heap *h = &heap_slots[i];
         tls_slot *slot = &heap_tls[i];
-        if (!slot->tc || !atomic_load(&h->alive) || slot->generation != atomic_load(&h->generation)) continue;
+        if (!slot->tc) continue;
+        /* Under the heap lock, which destroy holds while it tears the heap down: the cache is still the
+         * live heap's, or the heap is gone and the cache with it. */
         pthread_mutex_lock(&h->lock);
-        slot->tc->next_orphan = h->orphans;
-        h->orphans = slot->tc;
+        if (atomic_load(&h->alive) && slot->generation == atomic_load(&h->generation)) {
+            slot->tc->next_orphan = h->orphans;
+            h->orphans = slot->tc;
+        }
         pthread_mutex_unlock(&h->lock);
         slot->tc = NULL;
         slot->generation = 0;
@@ -65,6 +70,7 @@ static void orphan_tcaches(void *arg) {
 }
 
 static void fork_prepare(void) {
+    pthread_mutex_lock(&slots_lock);
     for (int i = 0; i < CDM_HEAP_MAX; i++) {
         pthread_mutex_lock(&heap_slots[i].lock);
         pthread_mutex_lock(&heap_slots[i].large_lock);
@@ -76,6 +82,7 @@ static void fork_release(void) {
         pthread_mutex_unlock(&heap_slots[i].large_lock);
         pthread_mutex_unlock(&heap_slots[i].lock);
     }
+    pthread_mutex_unlock(&slots_lock);
 }
 
 static void heap_init_once(void) {
@@ -87,6 +94,7 @@ static void heap_init_once(void) {
     for (int i = 0; i < CDM_HEAP_MAX; i++) {
         pthread_mutex_init(&heap_slots[i].lock, NULL);
         pthread_mutex_init(&heap_slots[i].large_lock, NULL);
+        pthread_cond_init(&heap_slots[i].unheld, NULL);
         heap_slots[i].id = i;
     }
     pthread_key_create(&tcache_key, orphan_tcaches);
@@ -116,6 +124,13 @@ static NOINLINE tcache *tcache_make(cdm_heap *h) {
     heap_tls[h->id] = (tls_slot){tc, atomic_load(&h->generation)};
     pthread_setspecific(tcache_key, (void *)1);
     return tc;
+}
+
+/* The calling thread's cache of the heap, or NULL: frees never make one (a thread ending frees after its
+ * cache was orphaned, and must not adopt it again). */
+static inline tcache *tcache_peek(cdm_heap *h) {
+    tls_slot *slot = &heap_tls[h->id];
+    return slot->generation == atomic_load_explicit(&h->generation, memory_order_relaxed) ? slot->tc : NULL;
 }
 
 static inline tcache *tcache_of(cdm_heap *h) {
@@ -355,10 +370,9 @@ static ALWAYS_INLINE int small_free(cdm_heap *h, void *p) {
         int rc = mark_free(h, s, p);
         if (rc) return rc;
     }
-    tcache *tc = tcache_of(h);
-    if (unlikely(!tc)) return -ENOMEM;
+    tcache *tc = tcache_peek(h);
     block *b = p;
-    if (likely(atomic_load_explicit(&s->owner, memory_order_relaxed) == tc)) {
+    if (likely(tc && atomic_load_explicit(&s->owner, memory_order_relaxed) == tc)) {
         b->next = s->free;
         s->free = b;
         s->used--;
@@ -388,12 +402,13 @@ static int extents_reserve(cdm_heap *h, uint64_t more) {
 }
 
 static uint64_t dirty_bytes(const free_extent *f) {
-    return f->clean ? 0 : f->pages * PAGE;
+    return f->populated ? f->pages * PAGE : 0;
 }
 
 /* Inserts [start, +pages) into the address-ordered free list, merging with neighbours; keeps
- * h->retained the bytes of dirty free extents (a merge of clean and dirty pages is dirty). Under large_lock. */
-static int extent_insert(cdm_heap *h, uint64_t start, uint64_t pages, bool clean) {
+ * h->retained the bytes of populated free extents (a merge is fresh only if all of it is, populated if
+ * any of it is). Under large_lock. */
+static int extent_insert(cdm_heap *h, uint64_t start, uint64_t pages, bool fresh, bool populated) {
     uint64_t lo = 0, hi = h->free_count;
     while (lo < hi) {
         uint64_t mid = (lo + hi) / 2;
@@ -402,17 +417,19 @@ static int extent_insert(cdm_heap *h, uint64_t start, uint64_t pages, bool clean
     }
     bool left = lo > 0 && h->frees[lo - 1].start + h->frees[lo - 1].pages == start;
     bool right = lo < h->free_count && start + pages == h->frees[lo].start;
-    free_extent merged = {start, pages, clean};
+    free_extent merged = {start, pages, fresh, populated};
     if (left) {
         h->retained -= dirty_bytes(&h->frees[lo - 1]);
         merged.start = h->frees[lo - 1].start;
         merged.pages += h->frees[lo - 1].pages;
-        merged.clean = merged.clean && h->frees[lo - 1].clean;
+        merged.fresh = merged.fresh && h->frees[lo - 1].fresh;
+        merged.populated = merged.populated || h->frees[lo - 1].populated;
     }
     if (right) {
         h->retained -= dirty_bytes(&h->frees[lo]);
         merged.pages += h->frees[lo].pages;
-        merged.clean = merged.clean && h->frees[lo].clean;
+        merged.fresh = merged.fresh && h->frees[lo].fresh;
+        merged.populated = merged.populated || h->frees[lo].populated;
     }
     if (left && right) {
         h->frees[lo - 1] = merged;
@@ -439,8 +456,8 @@ static int extent_carve(cdm_heap *h, uint64_t i, uint64_t start, uint64_t pages)
     memmove(&h->frees[i], &h->frees[i + 1], (h->free_count - i - 1) * sizeof *h->frees);
     h->free_count--;
     int rc = 0;
-    if (start > f.start) rc |= extent_insert(h, f.start, start - f.start, f.clean);
-    if (start + pages < f.start + f.pages) rc |= extent_insert(h, start + pages, f.start + f.pages - start - pages, f.clean);
+    if (start > f.start) rc |= extent_insert(h, f.start, start - f.start, f.fresh, f.populated);
+    if (start + pages < f.start + f.pages) rc |= extent_insert(h, start + pages, f.start + f.pages - start - pages, f.fresh, f.populated);
     return rc;
 }
 
@@ -450,11 +467,13 @@ static void extents_trim(cdm_heap *h) {
     while (h->retained > h->retention) {
         uint64_t best = UINT64_MAX;
         for (uint64_t i = 0; i < h->free_count; i++)
-            if (!h->frees[i].clean && (best == UINT64_MAX || h->frees[i].pages > h->frees[best].pages)) best = i;
+            if (h->frees[i].populated && (best == UINT64_MAX || h->frees[i].pages > h->frees[best].pages)) best = i;
         if (best == UINT64_MAX) break;
         free_extent *f = &h->frees[best];
+        /* Given back, but never taken for zeros: a migration holding one of its pages detached puts the
+         * old bytes back, and a failed discard leaves them. */
         discard(h, h->large_base + f->start * PAGE, f->pages * PAGE);
-        f->clean = true;
+        f->populated = false;
         h->retained -= f->pages * PAGE;
         h->discarded += f->pages * PAGE;
     }
@@ -501,19 +520,32 @@ static int64_t huge_find(cdm_heap *h, const void *p, bool inside) {
     return -1;
 }
 
+/* The first page index from `page` whose address is aligned to `alignment` (a power of two). */
+static inline uint64_t aligned_page(const cdm_heap *h, uint64_t page, uint64_t alignment) {
+    uintptr_t a = (uintptr_t)h->large_base + page * PAGE;
+    a = (a + alignment - 1) & ~(uintptr_t)(alignment - 1);
+    return (a - (uintptr_t)h->large_base) / PAGE;
+}
+
 static void *large_alloc(cdm_heap *h, size_t bytes, size_t alignment, bool zero) {
-    if (bytes >= h->huge_threshold && alignment <= (2u << 20)) {
-        /* Regions start 2 MiB-aligned or better, and fresh regions read zeros. */
-        return huge_alloc_region(h, bytes);
+    /* Beyond the extent area (or near SIZE_MAX, where rounding up would wrap) only a huge region fits. */
+    if (bytes > (1ull << 56)) {
+        errno = ENOMEM;
+        return NULL;
     }
-    uint64_t pages = (bytes + PAGE - 1) / PAGE, align = alignment > PAGE ? alignment / PAGE : 1;
+    if (bytes >= h->huge_threshold && alignment <= PAGE) return huge_alloc_region(h, bytes); /* fresh: zeros */
+    uint64_t pages = (bytes + PAGE - 1) / PAGE, align = alignment > PAGE ? alignment : PAGE;
     if (pages == 0) pages = 1;
+    if (pages > h->large_pages || pages > 0x7FFFFFFFu) {
+        errno = ENOMEM;
+        return NULL;
+    }
     pthread_mutex_lock(&h->large_lock);
     uint64_t start = UINT64_MAX, best = UINT64_MAX;
     bool clean = true;
     for (uint64_t i = 0; i < h->free_count; i++) {
         free_extent *f = &h->frees[i];
-        uint64_t s = (f->start + align - 1) / align * align;
+        uint64_t s = aligned_page(h, f->start, align);
         if (s + pages > f->start + f->pages) continue;
         if (best == UINT64_MAX || f->pages < h->frees[best].pages) {
             best = i;
@@ -522,16 +554,16 @@ static void *large_alloc(cdm_heap *h, size_t bytes, size_t alignment, bool zero)
     }
     int rc = 0;
     if (best != UINT64_MAX) {
-        clean = h->frees[best].clean;
+        clean = h->frees[best].fresh;
         rc = extent_carve(h, best, start, pages);
     } else {
-        start = (h->large_bump + align - 1) / align * align;
+        start = aligned_page(h, h->large_bump, align);
         if (start + pages > h->large_pages) {
             pthread_mutex_unlock(&h->large_lock);
             errno = ENOMEM;
             return NULL;
         }
-        if (start > h->large_bump) rc = extent_insert(h, h->large_bump, start - h->large_bump, true);
+        if (start > h->large_bump) rc = extent_insert(h, h->large_bump, start - h->large_bump, true, false);
         h->large_bump = start + pages;
     }
     (void)rc; /* a gap the free list had no room for is only lost address space */
@@ -560,7 +592,7 @@ static int large_free(cdm_heap *h, void *p) {
     uint64_t pages = mark & ~EXTENT_ALLOCATED;
     h->extent[page] = (uint32_t)pages; /* freed: a second free is told apart from a stray pointer */
     h->large_live -= pages * PAGE;
-    extent_insert(h, page, pages, false);
+    extent_insert(h, page, pages, false, true);
     extents_trim(h);
     pthread_mutex_unlock(&h->large_lock);
     return 0;
@@ -568,6 +600,8 @@ static int large_free(cdm_heap *h, void *p) {
 
 static int huge_free(cdm_heap *h, void *p) {
     pthread_mutex_lock(&h->large_lock);
+    /* A caller inside cdm_heap_hold may be using this region's pointer: its unmapping waits for it. */
+    while (h->holders > 0) pthread_cond_wait(&h->unheld, &h->large_lock);
     int64_t i = huge_find(h, p, false);
     if (i < 0) {
         int rc = huge_find(h, p, true) >= 0 ? CDM_E_HEAP_NOT_BLOCK : CDM_E_HEAP_FOREIGN;
@@ -587,24 +621,29 @@ static int huge_free(cdm_heap *h, void *p) {
 
 
 
-static int area_create(cdm_heap *h, uint64_t bytes, cdm_region **region, uint8_t **base) {
+/* Maps an area of `bytes` from a boundary of `align`: the mapping is `align` longer, and starts before. */
+static int area_create(cdm_heap *h, uint64_t bytes, uint64_t align, cdm_region **region, uint8_t **map, uint8_t **base) {
+    uint64_t mapped = bytes + align;
     if (h->engine) {
         uint64_t b;
         /* Fault-around 16 and readahead 512: sequential first touches of large blocks are read ahead. */
-        int rc = cdm_region_create(h->engine, bytes, h->placement, 16, 512, region, &b);
-        *base = (uint8_t *)b;
-        return rc;
+        int rc = cdm_region_create(h->engine, mapped, h->placement, 16, 512, region, &b);
+        if (rc < 0) return rc;
+        *map = (uint8_t *)b;
+    } else {
+        *region = NULL;
+        *map = map_plain(mapped);
+        if (!*map) return -ENOMEM;
     }
-    *region = NULL;
-    *base = map_plain(bytes);
-    return *base ? 0 : -ENOMEM;
+    *base = (uint8_t *)(((uintptr_t)*map + align - 1) & ~(uintptr_t)(align - 1));
+    return 0;
 }
 
 static void heap_release(cdm_heap *h) {
     if (h->small_region) cdm_region_destroy(h->small_region);
-    else if (h->small_base) munmap(h->small_base, h->small_size);
+    else if (h->small_map) munmap(h->small_map, h->small_size + SPAN_BYTES);
     if (h->large_region) cdm_region_destroy(h->large_region);
-    else if (h->large_base) munmap(h->large_base, h->large_pages * PAGE);
+    else if (h->large_map) munmap(h->large_map, h->large_pages * PAGE + LARGE_ALIGN);
     for (uint32_t i = 0; h->huge && i < h->huge_count; i++) {
         if (h->huge[i].region) cdm_region_destroy(h->huge[i].region);
         else munmap(h->huge[i].base, h->huge[i].bytes);
@@ -632,7 +671,7 @@ int cdm_heap_create(cdm_engine *e, const cdm_heap_options *o, cdm_heap **out) {
     if (!e && o->placement != 0) return -EINVAL;
     uint64_t small = o->small_reserve ? o->small_reserve : 16ull << 30;
     uint64_t large = o->large_reserve ? o->large_reserve : 64ull << 30;
-    if (small % SPAN_BYTES || large % PAGE || large / PAGE > 0x7FFFFFFFull * 64) return -EINVAL;
+    if (small % SPAN_BYTES || large % PAGE || large / PAGE > 0x7FFFFFFFull) return -EINVAL;
     pthread_mutex_lock(&slots_lock);
     cdm_heap *h = NULL;
     for (int i = 0; i < CDM_HEAP_MAX && !h; i++)
@@ -648,8 +687,8 @@ int cdm_heap_create(cdm_engine *e, const cdm_heap_options *o, cdm_heap **out) {
     h->small_size = small;
     h->span_count = small / SPAN_BYTES;
     h->large_pages = large / PAGE;
-    int rc = area_create(h, small, &h->small_region, &h->small_base);
-    if (rc == 0) rc = area_create(h, large, &h->large_region, &h->large_base);
+    int rc = area_create(h, small, SPAN_BYTES, &h->small_region, &h->small_map, &h->small_base);
+    if (rc == 0) rc = area_create(h, large, LARGE_ALIGN, &h->large_region, &h->large_map, &h->large_base);
     if (rc == 0) {
         h->spans = map_plain(h->span_count * sizeof(span));
         h->extent = map_plain(h->large_pages * sizeof(uint32_t));
@@ -674,9 +713,15 @@ int cdm_heap_destroy(cdm_heap *h) {
     if (h->engine && engine_forked(h->engine)) return CDM_E_FORKED;
     pthread_mutex_lock(&slots_lock);
     atomic_store(&h->alive, false);
-    /* Every thread's cached pointer to this heap's caches is stale from here. */
+    /* Under both heap locks: a thread ending (orphaning its cache) and cdm_heap_of (reading the huge
+     * table) see the heap whole or gone. Every thread's cached pointer to its caches is stale from here. */
+    pthread_mutex_lock(&h->lock);
+    pthread_mutex_lock(&h->large_lock);
+    while (h->holders > 0) pthread_cond_wait(&h->unheld, &h->large_lock);
     atomic_fetch_add(&h->generation, 1);
     heap_release(h);
+    pthread_mutex_unlock(&h->large_lock);
+    pthread_mutex_unlock(&h->lock);
     pthread_mutex_unlock(&slots_lock);
     return 0;
 }
@@ -711,9 +756,9 @@ void *cdm_heap_aligned_alloc(cdm_heap *h, size_t alignment, size_t bytes) {
         errno = EINVAL;
         return NULL;
     }
-    if (alignment <= 16) return cdm_heap_malloc(h, bytes);
+    if (alignment <= 8 || (alignment <= 16 && bytes > 8)) return cdm_heap_malloc(h, bytes);
     if (bytes <= CDM_HEAP_SMALL_MAX && alignment <= CDM_HEAP_SMALL_MAX) {
-        /* Spans are 64 KiB-aligned, so a block is aligned to any power of two dividing its class size. */
+        /* Spans start on 64 KiB boundaries, so a block is aligned to any power of two dividing its class size. */
         for (unsigned c = class_of(bytes); c < CDM_HEAP_CLASSES; c++)
             if (heap_class_sizes[c] % alignment == 0) return small_alloc(h, c);
     }
@@ -783,6 +828,10 @@ size_t cdm_heap_malloc_usable_size(cdm_heap *h, const void *p) {
 static bool large_grow_in_place(cdm_heap *h, uint64_t page, uint64_t pages, uint64_t want) {
     bool grown = false;
     pthread_mutex_lock(&h->large_lock);
+    if (h->extent[page] != ((uint32_t)pages | EXTENT_ALLOCATED) || want > 0x7FFFFFFFu) {
+        pthread_mutex_unlock(&h->large_lock);
+        return false;
+    }
     uint64_t end = page + pages, more = want - pages;
     if (end == h->large_bump && end + more <= h->large_pages) {
         h->large_bump += more;
@@ -802,28 +851,81 @@ static bool large_grow_in_place(cdm_heap *h, uint64_t page, uint64_t pages, uint
     return grown;
 }
 
-void *cdm_heap_realloc(cdm_heap *h, void *p, size_t bytes) {
-    if (!p) return cdm_heap_malloc(h, bytes);
-    if (bytes == 0) {
-        cdm_heap_free(h, p);
-        return NULL;
+/* 0 when p is where an allocation of the heap starts (as far as the heap can tell: a small block's
+ * second free is known in checked mode only), else the CDM_E_HEAP_* error. */
+static int allocation_check(cdm_heap *h, const void *p) {
+    if (in_small(h, p)) {
+        span *s = span_of(h, p);
+        if (!atomic_load(&s->in_use)) return CDM_E_HEAP_DOUBLE_FREE;
+        uint64_t offset = (uint64_t)((const uint8_t *)p - s->start);
+        if (offset % s->block_size || offset / s->block_size >= s->bump) return CDM_E_HEAP_NOT_BLOCK;
+        if (h->flags & CDM_HEAP_CHECKED) {
+            uint64_t i = offset / s->block_size;
+            if (!(atomic_load(&bits_of(h, s)[i / 64]) & (1ull << (i % 64)))) return CDM_E_HEAP_DOUBLE_FREE;
+        }
+        return 0;
     }
+    if (in_large(h, p)) {
+        uint64_t offset = (uint64_t)((const uint8_t *)p - h->large_base), page = offset / PAGE;
+        if (offset % PAGE) return CDM_E_HEAP_NOT_BLOCK;
+        pthread_mutex_lock(&h->large_lock);
+        uint32_t mark = page < h->large_bump ? h->extent[page] : 0;
+        pthread_mutex_unlock(&h->large_lock);
+        return mark & EXTENT_ALLOCATED ? 0 : mark ? CDM_E_HEAP_DOUBLE_FREE : CDM_E_HEAP_NOT_BLOCK;
+    }
+    pthread_mutex_lock(&h->large_lock);
+    int rc = huge_find(h, p, false) >= 0 ? 0 : huge_find(h, p, true) >= 0 ? CDM_E_HEAP_NOT_BLOCK : CDM_E_HEAP_FOREIGN;
+    pthread_mutex_unlock(&h->large_lock);
+    return rc;
+}
+
+int cdm_heap_realloc_checked(cdm_heap *h, void *p, size_t bytes, void **out) {
+    *out = NULL;
+    if (!p) {
+        *out = cdm_heap_malloc(h, bytes);
+        return *out ? 0 : -ENOMEM;
+    }
+    int rc = allocation_check(h, p);
+    if (rc < 0) return rc;
+    if (bytes == 0) return cdm_heap_free_checked(h, p);
     size_t have = cdm_heap_malloc_usable_size(h, p);
-    if (have == 0 && !in_small(h, p)) heap_error("realloc of a pointer this heap did not allocate", p);
-    if (bytes <= have && bytes >= have / 2) return p;
-    if (in_large(h, p) && bytes > have && bytes < h->huge_threshold) {
+    if (bytes <= have && bytes >= have / 2) {
+        *out = p;
+        return 0;
+    }
+    if (in_large(h, p) && bytes > have && bytes < h->huge_threshold && bytes <= (1ull << 56)) {
         uint64_t page = (uint64_t)((uint8_t *)p - h->large_base) / PAGE;
-        if (large_grow_in_place(h, page, have / PAGE, (bytes + PAGE - 1) / PAGE)) return p;
+        if (large_grow_in_place(h, page, have / PAGE, (bytes + PAGE - 1) / PAGE)) {
+            *out = p;
+            return 0;
+        }
     }
     void *q = cdm_heap_malloc(h, bytes);
-    if (!q) return NULL;
+    if (!q) return -ENOMEM;
     memcpy(q, p, have < bytes ? have : bytes);
     cdm_heap_free(h, p);
+    *out = q;
+    return 0;
+}
+
+void *cdm_heap_realloc(cdm_heap *h, void *p, size_t bytes) {
+    void *q;
+    int rc = cdm_heap_realloc_checked(h, p, bytes, &q);
+    if (rc < 0 && rc != -ENOMEM) heap_free_failed(rc, p);
+    if (rc == -ENOMEM) errno = ENOMEM;
     return q;
 }
 
-bool heap_owns(const cdm_heap *h, const void *p) {
-    return in_small(h, p) || in_large(h, p);
+void cdm_heap_hold(cdm_heap *h) {
+    pthread_mutex_lock(&h->large_lock);
+    h->holders++;
+    pthread_mutex_unlock(&h->large_lock);
+}
+
+void cdm_heap_unhold(cdm_heap *h) {
+    pthread_mutex_lock(&h->large_lock);
+    if (--h->holders == 0) pthread_cond_broadcast(&h->unheld);
+    pthread_mutex_unlock(&h->large_lock);
 }
 
 cdm_heap *cdm_heap_of(const void *p) {
@@ -832,7 +934,7 @@ cdm_heap *cdm_heap_of(const void *p) {
         if (!atomic_load_explicit(&h->alive, memory_order_acquire)) continue;
         if (in_small(h, p) || in_large(h, p)) return h;
         pthread_mutex_lock(&h->large_lock);
-        bool huge = huge_find(h, p, true) >= 0;
+        bool huge = atomic_load(&h->alive) && huge_find(h, p, true) >= 0;
         pthread_mutex_unlock(&h->large_lock);
         if (huge) return h;
     }
@@ -843,7 +945,7 @@ int cdm_heap_locate(cdm_heap *h, const void *p, cdm_heap_range *out) {
     if (in_small(h, p)) {
         span *s = span_of(h, p);
         if (!atomic_load(&s->in_use)) return CDM_E_HEAP_DOUBLE_FREE;
-        *out = (cdm_heap_range){h->small_region, s->start, (uint64_t)(s->start - h->small_base) / PAGE, SPAN_PAGES};
+        *out = (cdm_heap_range){h->small_region, s->start, (uint64_t)(s->start - h->small_map) / PAGE, SPAN_PAGES};
         return 0;
     }
     if (in_large(h, p)) {
@@ -852,7 +954,8 @@ int cdm_heap_locate(cdm_heap *h, const void *p, cdm_heap_range *out) {
         uint32_t mark = ((const uint8_t *)p - h->large_base) % PAGE == 0 && page < h->large_bump ? h->extent[page] : 0;
         pthread_mutex_unlock(&h->large_lock);
         if (!(mark & EXTENT_ALLOCATED)) return CDM_E_HEAP_NOT_BLOCK;
-        *out = (cdm_heap_range){h->large_region, h->large_base + page * PAGE, page, mark & ~EXTENT_ALLOCATED};
+        *out = (cdm_heap_range){h->large_region, h->large_base + page * PAGE, page + (uint64_t)(h->large_base - h->large_map) / PAGE,
+                                mark & ~EXTENT_ALLOCATED};
         return 0;
     }
     pthread_mutex_lock(&h->large_lock);
@@ -865,11 +968,11 @@ int cdm_heap_locate(cdm_heap *h, const void *p, cdm_heap_range *out) {
 int cdm_heap_page_of(cdm_heap *h, const void *p, cdm_heap_range *out) {
     const uint8_t *page = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)(PAGE - 1));
     if (in_small(h, p)) {
-        *out = (cdm_heap_range){h->small_region, (uint8_t *)page, (uint64_t)(page - h->small_base) / PAGE, 1};
+        *out = (cdm_heap_range){h->small_region, (uint8_t *)page, (uint64_t)(page - h->small_map) / PAGE, 1};
         return 0;
     }
     if (in_large(h, p)) {
-        *out = (cdm_heap_range){h->large_region, (uint8_t *)page, (uint64_t)(page - h->large_base) / PAGE, 1};
+        *out = (cdm_heap_range){h->large_region, (uint8_t *)page, (uint64_t)(page - h->large_map) / PAGE, 1};
         return 0;
     }
     pthread_mutex_lock(&h->large_lock);
@@ -884,9 +987,9 @@ int cdm_heap_ranges(cdm_heap *h, cdm_heap_range *ranges, int32_t max) {
     pthread_mutex_lock(&h->lock);
     uint64_t spans = h->span_bump;
     pthread_mutex_unlock(&h->lock);
-    if (spans && n++ < max) ranges[n - 1] = (cdm_heap_range){h->small_region, h->small_base, 0, spans * SPAN_PAGES};
+    if (spans && n++ < max) ranges[n - 1] = (cdm_heap_range){h->small_region, h->small_base, (uint64_t)(h->small_base - h->small_map) / PAGE, spans * SPAN_PAGES};
     pthread_mutex_lock(&h->large_lock);
-    if (h->large_bump && n++ < max) ranges[n - 1] = (cdm_heap_range){h->large_region, h->large_base, 0, h->large_bump};
+    if (h->large_bump && n++ < max) ranges[n - 1] = (cdm_heap_range){h->large_region, h->large_base, (uint64_t)(h->large_base - h->large_map) / PAGE, h->large_bump};
     for (uint32_t i = 0; i < h->huge_count; i++)
         if (n++ < max) ranges[n - 1] = (cdm_heap_range){h->huge[i].region, h->huge[i].base, 0, h->huge[i].bytes / PAGE};
     pthread_mutex_unlock(&h->large_lock);

@@ -48,7 +48,8 @@ typedef struct tcache {
 
 typedef struct free_extent {
     uint64_t start, pages;
-    bool clean; /* known to read zeros (never touched, or discarded) */
+    bool fresh;     /* never handed out: fresh address space, which reads zeros */
+    bool populated; /* freed after use and not discarded: counts against the retention */
 } free_extent;
 
 typedef struct huge_alloc {
@@ -65,19 +66,23 @@ struct cdm_heap {
     _Atomic uint64_t generation;
     _Atomic bool alive;
     bool claimed;               /* under slots_lock: a create or a live heap holds the slot */
+    pthread_cond_t unheld;      /* with large_lock: signalled when the last holder lets go */
     /* Reset by destroy, from here on. */
     cdm_engine *engine;
     int32_t placement;
     uint32_t flags;
     uint64_t retention, huge_threshold;
+    int holders;                /* under large_lock: callers using region pointers the heap handed out */
     cdm_region *small_region;
-    uint8_t *small_base;
+    uint8_t *small_map;         /* where the area's mapping (or region) starts */
+    uint8_t *small_base;        /* its first 64 KiB boundary: spans are aligned */
     uint64_t small_size, span_count, span_bump, pool_dirty, spans_in_use;
     span *spans, *pool;
     _Atomic uint64_t *bits;
     tcache *all, *orphans;
     cdm_region *large_region;
-    uint8_t *large_base;
+    uint8_t *large_map;
+    uint8_t *large_base;        /* its first 2 MiB boundary */
     uint64_t large_pages, large_bump, large_live, retained, discarded;
     uint32_t *extent;
     free_extent *frees;
@@ -114,6 +119,11 @@ static inline bool in_small(const cdm_heap *h, const void *p) {
 
 static inline bool in_large(const cdm_heap *h, const void *p) {
     return (uintptr_t)((const uint8_t *)p - h->large_base) < h->large_pages * PAGE;
+}
+
+/* Whether p lies in the heap's span or extent area (not its huge allocations); no lock. */
+static inline bool heap_owns(const cdm_heap *h, const void *p) {
+    return in_small(h, p) || in_large(h, p);
 }
 
 /* A free block of the calling thread's current span for a small size, or NULL (take the slow path). */

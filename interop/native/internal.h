@@ -170,9 +170,7 @@ int inject_check(cdm_engine *e, int op);
  * from memory that never faults. */
 extern __thread int cdm_engine_thread __attribute__((tls_model("initial-exec")));
 
-/* heap.c: whether p lies in the heap's span or extent area (not its huge allocations); no lock. */
 struct cdm_heap;
-bool heap_owns(const struct cdm_heap *h, const void *p);
 /* Frees p if it lies in the heap's span or extent area: 1 freed, 0 not this heap's area, < 0 refused. */
 int heap_free_owned(struct cdm_heap *h, void *p);
 void heap_free_failed(int rc, void *p) __attribute__((noreturn));

@@ -271,3 +271,116 @@ public unsafe partial class HeapTests
         for (int i = 0; i < 4 << 20; i += 4096) Assert.Equal(0, zeroed[i]);
     }
 }
+
+public unsafe class HeapEdgeTests
+{
+    /// <summary>Zeroed allocations read zeros even on reused extents a concurrent migration held while they were discarded.</summary>
+    [Fact]
+    public void Zeroed_allocations_read_zeros_while_the_heap_migrates()
+    {
+        var (system, device) = Create(deviceBytes: 64 * MiB);
+        using var _ = system;
+        using var heap = system.CreateHeap(new HeapOptions { RetentionBytes = 1 });
+        using var stop = new CancellationTokenSource();
+        var migrator = new Thread(() =>
+        {
+            for (int i = 0; !stop.IsCancellationRequested; i++) heap.MigrateAll(i % 2 == 0 ? device : system.Host);
+        });
+        migrator.Start();
+        int dirty = 0;
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            for (int round = 0; round < 400 && clock.Elapsed < TimeSpan.FromSeconds(8); round++)
+            {
+                byte* used = (byte*)heap.Allocate((nuint)MiB);
+                new Span<byte>(used, (int)MiB).Fill(0xAB);
+                heap.Free(used);
+                byte* zeroed = (byte*)heap.AllocateZeroed(1, (nuint)MiB);
+                for (int i = 0; i < (int)MiB; i += 512) if (zeroed[i] != 0) { dirty++; break; }
+                heap.Free(zeroed);
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            migrator.Join();
+        }
+        Assert.Equal(0, dirty);
+    }
+
+    [Fact]
+    public void Every_alignment_is_honoured_on_absolute_addresses()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        // Reserves that are not multiples of 2 MiB: the kernel then aligns the mappings to nothing past a page.
+        using var heap = system.CreateHeap(new HeapOptions { SmallReserveBytes = 5 * 64 * 1024 * 1024, LargeReserveBytes = 3UL << 30 | 12288 });
+        foreach (nuint alignment in new nuint[] { 8, 16, 32, 64, 4096, 16384, 65536, 1 << 21, 1 << 22 })
+            foreach (nuint size in new nuint[] { 1, 8, 100, 5000, 70_000, 3 << 20 })
+            {
+                byte* p = (byte*)heap.Allocate(size, alignment);
+                Assert.True((nuint)p % alignment == 0, $"{size} bytes aligned to {alignment}: 0x{(nuint)p:x}");
+                p[0] = 1;
+                p[size - 1] = 2;
+                heap.Free(p);
+            }
+        Assert.Throws<ArgumentException>(() => heap.Allocate(10, 24));
+    }
+
+    [Fact]
+    public void Sizes_past_the_address_space_are_refused()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        using var heap = system.CreateHeap();
+        Assert.Throws<OutOfMemoryException>(() => heap.Allocate(nuint.MaxValue - 10));
+        Assert.Throws<OutOfMemoryException>(() => heap.Allocate(nuint.MaxValue - 10, 1 << 22));
+        Assert.Throws<OutOfMemoryException>(() => heap.AllocateZeroed(nuint.MaxValue / 2, 4));
+        void* fine = heap.Allocate(100);
+        Assert.Throws<OutOfMemoryException>(() => heap.Reallocate(fine, nuint.MaxValue - 10));
+        heap.Free(fine);
+        Assert.Equal(0UL, heap.GetStatistics(includeNodes: false).LiveBytes);
+    }
+
+    [Fact]
+    public void Reallocating_what_is_not_an_allocation_throws_and_changes_nothing()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        using var heap = system.CreateHeap(new HeapOptions { Checked = true });
+        byte* large = (byte*)heap.Allocate(100_000), small = (byte*)heap.Allocate(40);
+        Assert.Equal(InvalidFreeReason.NotAnAllocation, Assert.Throws<InvalidFreeException>(() => heap.Reallocate(large + 4096, 200_000)).Reason);
+        Assert.Equal(InvalidFreeReason.NotAnAllocation, Assert.Throws<InvalidFreeException>(() => heap.Reallocate(small + 8, 64)).Reason);
+        heap.Free(large);
+        heap.Free(small);
+        Assert.Equal(InvalidFreeReason.DoubleFree, Assert.Throws<InvalidFreeException>(() => heap.Reallocate(large, 200_000)).Reason);
+        Assert.Equal(InvalidFreeReason.DoubleFree, Assert.Throws<InvalidFreeException>(() => heap.Reallocate(small, 64)).Reason);
+        // The refused reallocation of the freed extent did not take it back: it is handed out once.
+        var seen = new HashSet<nint>();
+        for (int i = 0; i < 4; i++) Assert.True(seen.Add((nint)heap.Allocate(100_000)));
+    }
+
+    [Fact]
+    public void Unpinning_after_dispose_and_a_huge_free_during_statistics_are_harmless()
+    {
+        var (system, _) = Create();
+        using var __ = system;
+        using var heap = system.CreateHeap(new HeapOptions { HugeThresholdBytes = 1 << 20 });
+        var owner = heap.Rent<byte>(4096);
+        var handle = owner.Memory.Pin();
+        owner.Dispose();
+        handle.Dispose();
+        using var stop = new CancellationTokenSource();
+        var reader = new Thread(() => { while (!stop.IsCancellationRequested) heap.GetStatistics(); });
+        reader.Start();
+        for (int i = 0; i < 200; i++)
+        {
+            byte* huge = (byte*)heap.Allocate(2 << 20);
+            huge[0] = 1;
+            heap.Free(huge);
+        }
+        stop.Cancel();
+        reader.Join();
+    }
+}

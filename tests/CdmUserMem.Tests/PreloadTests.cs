@@ -98,6 +98,31 @@ public class PreloadTests
         Assert.Contains("every checksum held and every record holds its last write", preloaded.Output);
     }
 
+    /// <summary>Preloaded, and the engine library loaded beside it with a heap of its own, a fork goes through:
+    /// each library keeps its own heaps, locks and fork handlers.</summary>
+    [Fact]
+    public void A_fork_with_both_libraries_loaded_completes()
+    {
+        string engine = Path.Combine(AppContext.BaseDirectory, "libcdmengine.so");
+        string script = $$"""
+            import ctypes, os
+            lib = ctypes.CDLL("{{engine}}")
+            e = ctypes.c_void_p(); mode = ctypes.c_uint32(); missing = ctypes.c_uint64(); h = ctypes.c_void_p()
+            assert lib.cdm_engine_create(ctypes.c_uint64(16384), 1, 0, ctypes.byref(e), ctypes.byref(mode), ctypes.byref(missing)) == 0
+            assert lib.cdm_heap_create(e, None, ctypes.byref(h)) == 0
+            lib.cdm_heap_malloc.restype = ctypes.c_void_p
+            p = lib.cdm_heap_malloc(h, ctypes.c_size_t(100))
+            pid = os.fork()
+            if pid == 0:
+                os._exit(7 if bytearray(1000000) else 1)
+            _, status = os.waitpid(pid, 0)
+            print("child", os.WEXITSTATUS(status))
+            """;
+        var preloaded = Run("python3", ["-c", script], preload: true);
+        Assert.True(preloaded.ExitCode == 0, preloaded.Output);
+        Assert.Contains("child 7", preloaded.Output);
+    }
+
     [Fact]
     public void The_tiering_example_keeps_every_cell_and_record()
     {

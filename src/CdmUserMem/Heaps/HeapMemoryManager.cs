@@ -39,6 +39,8 @@ public sealed unsafe class HeapMemoryManager<T> : MemoryManager<T> where T : unm
 
     public override void Unpin()
     {
+        // Disposed meanwhile: the pins went with the memory.
+        if (_pointer == null) return;
         if (Interlocked.Decrement(ref _pins) < 0)
         {
             Interlocked.Increment(ref _pins);

@@ -63,9 +63,11 @@ public sealed unsafe class NativeHeap : IDisposable
     public void* Reallocate(void* pointer, nuint bytes)
     {
         if (pointer == null) return Allocate(bytes);
-        ThrowIfNotAllocation(pointer);
-        void* p = CdmEngine.HeapRealloc(Handle, pointer, bytes == 0 ? 1 : bytes);
-        return p != null ? p : throw new OutOfMemoryException($"Heap on '{Placement.Name}' could not reallocate to {bytes} bytes.");
+        if (CdmEngine.HeapOf(pointer) != NativeHandle) throw InvalidFree(CdmEngine.ErrorHeapForeign, pointer, "reallocate");
+        int rc = CdmEngine.HeapReallocChecked(Handle, pointer, bytes == 0 ? 1 : bytes, out void* p);
+        if (rc == -12) throw new OutOfMemoryException($"Heap on '{Placement.Name}' could not reallocate to {bytes} bytes.");
+        if (rc < 0) throw InvalidFree(rc, pointer, "reallocate");
+        return p;
     }
 
     /// <summary>Frees an allocation of this heap; null does nothing.</summary>
@@ -87,11 +89,37 @@ public sealed unsafe class NativeHeap : IDisposable
     /// <summary>The node backing the page of <paramref name="pointer"/>, or null while it is untouched.</summary>
     public MemoryNode? NodeOf(void* pointer)
     {
-        var page = PageOf(pointer);
         sbyte node;
-        int rc = CdmEngine.RegionResidencyRaw(page.Region, page.FirstPage, 1, &node);
-        if (rc < 0) throw NativeErrors.ForErrno(rc, "reading the residency of a heap page");
+        using (Hold())
+        {
+            var page = PageOf(pointer);
+            int rc = CdmEngine.RegionResidencyRaw(page.Region, page.FirstPage, 1, &node);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, "reading the residency of a heap page");
+        }
         return node < 0 ? null : System.NodeById(node);
+    }
+
+    /// <summary>Keeps the heap, and the regions of its huge allocations, mapped while native calls use
+    /// region pointers it handed out (a free of a huge allocation waits meanwhile).</summary>
+    private HeapHoldScope Hold() => new(this);
+
+    private readonly ref struct HeapHoldScope
+    {
+        private readonly NativeHeap _heap;
+
+        public HeapHoldScope(NativeHeap heap)
+        {
+            bool added = false;
+            heap.Handle.DangerousAddRef(ref added);
+            _heap = heap;
+            CdmEngine.HeapHold(heap._handle);
+        }
+
+        public void Dispose()
+        {
+            CdmEngine.HeapUnhold(_heap._handle);
+            _heap._handle.DangerousRelease();
+        }
     }
 
     /// <summary>
@@ -102,10 +130,9 @@ public sealed unsafe class NativeHeap : IDisposable
     public MigrationResult Migrate(void* allocation, MemoryNode target, MigrationOptions? options = null)
     {
         System.ValidateNode(target, nameof(target));
-        var range = Locate(allocation);
         var result = new MigrationResult(target);
         ulong offset = 0;
-        MigrateRange(range, target, options ?? MigrationOptions.Default, result, ref offset);
+        using (Hold()) MigrateRange(Locate(allocation), target, options ?? MigrationOptions.Default, result, ref offset);
         return result;
     }
 
@@ -115,7 +142,8 @@ public sealed unsafe class NativeHeap : IDisposable
         System.ValidateNode(target, nameof(target));
         var result = new MigrationResult(target);
         ulong offset = 0;
-        foreach (var range in Ranges()) MigrateRange(range, target, options ?? MigrationOptions.Default, result, ref offset);
+        using (Hold())
+            foreach (var range in Ranges()) MigrateRange(range, target, options ?? MigrationOptions.Default, result, ref offset);
         return result;
     }
 
@@ -164,6 +192,7 @@ public sealed unsafe class NativeHeap : IDisposable
 
     internal void PinPages(void* pointer, nuint bytes, bool pin)
     {
+        using var hold = Hold();
         var firstPage = PageOf(pointer);
         var lastPage = PageOf((byte*)pointer + Math.Max(bytes, 1) - 1);
         ulong first = firstPage.FirstPage, count = lastPage.FirstPage - first + 1;
@@ -189,12 +218,6 @@ public sealed unsafe class NativeHeap : IDisposable
         return page;
     }
 
-    private void ThrowIfNotAllocation(void* pointer)
-    {
-        if (CdmEngine.HeapOf(pointer) != NativeHandle)
-            throw InvalidFree(CdmEngine.ErrorHeapForeign, pointer, "reallocate");
-    }
-
     private List<CdmHeapRange> Ranges()
     {
         var ranges = new CdmHeapRange[64];
@@ -213,9 +236,7 @@ public sealed unsafe class NativeHeap : IDisposable
         var bytes = new Dictionary<MemoryNode, ulong>();
         const int Chunk = 1 << 16;
         var nodes = new sbyte[Chunk];
-        bool added = false;
-        _handle.DangerousAddRef(ref added);
-        try
+        using (Hold())
         {
             foreach (var range in Ranges())
                 for (ulong done = 0; done < range.PageCount; done += Chunk)
@@ -230,10 +251,6 @@ public sealed unsafe class NativeHeap : IDisposable
                             bytes[node] = bytes.GetValueOrDefault(node) + Region.PageSize;
                         }
                 }
-        }
-        finally
-        {
-            if (added) _handle.DangerousRelease();
         }
         return bytes;
     }
