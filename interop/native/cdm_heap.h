@@ -7,8 +7,10 @@
  * migrate independently; from CDM_HEAP_HUGE_DEFAULT bytes each is a region of its own.
  *
  * Freed memory: spans and extents stay mapped for reuse until the heap holds more than retention_bytes
- * of free memory; beyond it they are discarded (MADV_DONTNEED: the next touch reads zeros) but keep
- * their address range for reuse. Huge allocations are unmapped when freed.
+ * of free memory; beyond it they are discarded (MADV_DONTNEED) but keep their address range for reuse;
+ * calloc zeroes everything but address space never handed out. Huge allocations are unmapped when freed.
+ * Alignment: spans start on 64 KiB boundaries and the extent area on a 2 MiB one; any power-of-two
+ * alignment is honoured on absolute addresses.
  *
  * Errors: a pointer that no heap allocated, a pointer into the middle of an extent, and a second free of
  * an extent are always detected; with CDM_HEAP_CHECKED, a second free of a small block and a pointer

@@ -290,6 +290,9 @@ public sealed class MemorySystem : IDisposable
         return new LatencyDistribution(kind, buckets, sum);
     }
 
+    /// <summary>Turns the native latency recording on or off at run time (benchmarks compare the two on one engine).</summary>
+    internal void SetLatencyRecording(bool on) => CdmEngine.LatencyEnable(EngineHandle, on ? 1 : 0);
+
     /// <summary>Test-only fault injection: calls skip+1 to skip+times of a system call fail with errno.</summary>
     internal void InjectFault(CdmOp call, int errno, uint skip = 0, uint times = 1)
     {
