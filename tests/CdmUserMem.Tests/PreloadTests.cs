@@ -7,6 +7,7 @@ namespace CdmUserMem.Tests;
 /// LD_PRELOAD=libcdmmalloc.so routes a whole process's malloc family through a CdmUserMem heap: programs
 /// not written here give the same output with it as without it, threads, fork and all.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public class PreloadTests
 {
     private static readonly string Library = Path.Combine(AppContext.BaseDirectory, "libcdmmalloc.so");
@@ -121,6 +122,39 @@ public class PreloadTests
         var preloaded = Run("python3", ["-c", script], preload: true);
         Assert.True(preloaded.ExitCode == 0, preloaded.Output);
         Assert.Contains("child 7", preloaded.Output);
+    }
+
+    /// <summary>Unprivileged, userfaultfd is user-mode-only: system calls on untouched malloc'd pages would fail,
+    /// so the preloaded malloc serves the process from plain memory, and the program works.</summary>
+    [Fact]
+    public void Unprivileged_it_falls_back_to_plain_memory_and_the_program_works()
+    {
+        bool root = CdmUserMem.Interop.Libc.GetUid() == 0;
+        // Where 'nobody' can read it (the build may sit under a private directory).
+        string scratch = Directory.CreateTempSubdirectory("cdm-preload-").FullName;
+        try
+        {
+            string library = Path.Combine(scratch, "libcdmmalloc.so");
+            File.Copy(Library, library);
+            File.SetUnixFileMode(scratch, (UnixFileMode)0b111_101_101);
+            File.SetUnixFileMode(library, (UnixFileMode)0b111_101_101);
+            // setpriv drops capabilities, so its exec is a secure one that ignores LD_PRELOAD: env sets it after.
+            var start = new ProcessStartInfo(root ? "setpriv" : "env") { RedirectStandardOutput = true, RedirectStandardError = true };
+            if (root)
+                foreach (var a in new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "env" })
+                    start.ArgumentList.Add(a);
+            foreach (var a in new[] { $"LD_PRELOAD={library}", "CDM_MALLOC_VERBOSE=1", "sort", "/proc/cpuinfo" })
+                start.ArgumentList.Add(a);
+            var (exitCode, output) = TestProcess.RunToExit(start, TimeSpan.FromSeconds(60));
+            Assert.True(exitCode == 0, output);
+            Assert.Contains("processor", output);
+            if (root) Assert.True(output.Contains("user-mode-only here") || output.Contains("no CdmUserMem engine here"), output);
+            else Assert.Contains("cdmmalloc:", output);
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
     }
 
     [Fact]

@@ -11,7 +11,9 @@
  *   CDM_MALLOC_RETENTION_MIB  free memory kept populated for reuse (default 256)
  *   CDM_MALLOC_CHECKED=1      detect double and misplaced frees of small blocks
  *   CDM_MALLOC_VERBOSE=1      say on stderr how the heap was set up
- * Without userfaultfd (or if the engine cannot start) the process runs on the plain heap. */
+ * Without full userfaultfd (refused, or user-mode-only for an unprivileged process, where system calls
+ * on untouched pages would fail with EFAULT), or if the engine cannot start, the process runs on the
+ * plain heap. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -73,6 +75,13 @@ __attribute__((constructor)) static void start(void) {
     int rc = cdm_engine_create(16384, 1, 0, &e, &mode, &missing);
     if (rc < 0) {
         say("cdmmalloc: no CdmUserMem engine here (userfaultfd refused?); allocating from plain memory\n");
+        return;
+    }
+    if (mode & CDM_MODE_USER_ONLY) {
+        /* A program hands malloc'd memory to system calls (read into a fresh buffer): in user-mode-only
+         * userfaultfd those fail with EFAULT on untouched pages, so this mode cannot serve a whole process. */
+        say("cdmmalloc: userfaultfd is user-mode-only here (unprivileged); allocating from plain memory\n");
+        cdm_engine_destroy(e);
         return;
     }
     cdm_heap_options o = {0};
