@@ -13,12 +13,8 @@ internal static unsafe partial class QuickMode
         const ulong Size = 64 * MiB;
         var points = new List<SizePoint>();
         using var system = MemorySystem.Create();
-        var device = system.AddCoherentDeviceNode("size-device", Size);
-        using var region = system.Reserve(Size);
-        region.Prefault(0, Size);
-        FillPages((byte*)region.Pointer, Size);
-        region.Migrate(0, Size, device);
-        region.Migrate(0, Size, system.Host);
+        var (region, device) = Migratable(system, Size, "size-device");
+        using var _ = region;
         byte* src = Baseline.MapFresh(Size, memfd: false, out int srcFd), dst = Baseline.MapFresh(Size, memfd: false, out int dstFd);
         FillPages(src, Size);
         FillPages(dst, Size);

@@ -14,13 +14,8 @@ internal static unsafe partial class QuickMode
         const ulong Size = 256 * MiB, Piece = 2 * MiB;
         const int Pieces = (int)(Size / Piece);
         using var system = MemorySystem.Create();
-        var device = system.AddCoherentDeviceNode("migration-device", Size);
-        using var region = system.Reserve(Size);
-        region.Prefault(0, Size);
-        FillPages((byte*)region.Pointer, Size);
-        // One round trip first: device-to-host moves then find the spare host pages a steady state has.
-        region.Migrate(0, Size, device);
-        region.Migrate(0, Size, system.Host);
+        var (region, device) = Migratable(system, Size, "migration-device");
+        using var _ = region;
 
         (double ToDevice, double ToHost) Round()
         {
@@ -121,6 +116,21 @@ internal static unsafe partial class QuickMode
         figures.Add(new Figure("scattered 4 KiB host→device, sibling thread running", "µs", Sampler.Median(sibling),
             "first design's primitive sequence per page", Sampler.Median(bare), HigherIsBetter: false, TargetRatio: null, Repetitions * Scattered));
         return figures;
+    }
+
+    /// <summary>
+    /// A populated, filled region of <paramref name="size"/> and a device node as large, after one round trip:
+    /// device-to-host moves then find the spare host pages a steady state has.
+    /// </summary>
+    private static (Region Region, MemoryNode Device) Migratable(MemorySystem system, ulong size, string deviceName)
+    {
+        var device = system.AddCoherentDeviceNode(deviceName, size);
+        var region = system.Reserve(size);
+        region.Prefault(0, size);
+        FillPages((byte*)region.Pointer, size);
+        region.Migrate(0, size, device);
+        region.Migrate(0, size, system.Host);
+        return (region, device);
     }
 
     private static void FillPages(byte* p, ulong size)

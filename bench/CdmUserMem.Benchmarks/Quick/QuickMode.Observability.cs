@@ -21,7 +21,7 @@ internal static unsafe partial class QuickMode
         // One engine for both halves, recording switched on and off: nothing but the metrics differs.
         using (var system = MemorySystem.Create())
         {
-            var (region, device) = Migratable(system, MigrationSize);
+            var (region, device) = Migratable(system, MigrationSize, "observed-device");
             var before = (system.GetLatency(LatencyKind.FaultService), system.GetLatency(LatencyKind.MigrationUpTo2MiB));
             for (int pair = 0; pair < Pairs; pair++)
                 // Each pair runs back to back, in alternating order, so drift and order cancel in its ratio.
@@ -62,17 +62,6 @@ internal static unsafe partial class QuickMode
             Paired("first-touch sweep, one fault per page, metrics on", "pages/s", 2, 0.97),
             Paired("2 MiB migrations both ways, metrics on", "GB/s", 1, 0.97),
         ];
-    }
-
-    private static (Region Region, MemoryNode Device) Migratable(MemorySystem system, ulong size)
-    {
-        var device = system.AddCoherentDeviceNode($"observed-device-{system.GetHashCode():x}", size);
-        var region = system.Reserve(size);
-        region.Prefault(0, size);
-        FillPages((byte*)region.Pointer, size);
-        region.Migrate(0, size, device);
-        region.Migrate(0, size, system.Host);
-        return (region, device);
     }
 
     /// <summary>A listener subscribed to every CdmUserMem instrument, as dotnet-counters or OpenTelemetry would be.</summary>
