@@ -106,14 +106,8 @@ public sealed unsafe partial class Region
                 if (cancellationToken.IsCancellationRequested) throw new MigrationCanceledException(result, cancellationToken);
                 ThrowIfDisposed();
                 ulong batchFirst = first + done, n = Math.Min((ulong)batch, count - done);
-                int rc;
-                fixed (byte* o = outcomes)
-                    rc = CdmEngine.MigrateBatch(region, batchFirst, n, target.Id, (uint)options.BusyRetries, reservation, o);
-                if (rc < 0)
-                    throw new MigrationFailedException(
-                        $"Migrating [{batchFirst * PageSize}, +{n * PageSize}) to '{target.Name}' failed: {NativeErrors.Describe(rc)}; " +
-                        $"its pages stayed on their source. Done before it: {result}", -rc, result);
-                for (ulong i = 0; i < n; i++) result.Add((batchFirst + i) * PageSize, (CdmOutcome)outcomes[i]);
+                MigrationBatch.Run(region, batchFirst, n, target, options, reservation, outcomes, result, batchFirst * PageSize,
+                                   $"[{batchFirst * PageSize}, +{n * PageSize})");
                 done += n;
             }
             return result;

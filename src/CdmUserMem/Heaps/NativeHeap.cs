@@ -268,12 +268,8 @@ public sealed unsafe class NativeHeap : IDisposable
                 for (ulong done = 0; done < range.PageCount;)
                 {
                     ulong n = Math.Min((ulong)outcomes.Length, range.PageCount - done);
-                    int rc;
-                    fixed (byte* o = outcomes)
-                        rc = CdmEngine.MigrateBatch(range.Region, range.FirstPage + done, n, target.Id, (uint)options.BusyRetries, 0, o);
-                    if (rc < 0)
-                        throw new MigrationFailedException($"Migrating heap pages to '{target.Name}' failed: {NativeErrors.Describe(rc)}. Done before it: {result}", -rc, result);
-                    for (ulong i = 0; i < n; i++) result.Add(offset + (done + i) * Region.PageSize, (CdmOutcome)outcomes[i]);
+                    MigrationBatch.Run(range.Region, range.FirstPage + done, n, target, options, 0, outcomes, result,
+                                       offset + done * Region.PageSize, $"heap pages at 0x{(ulong)range.Address + done * Region.PageSize:x}");
                     done += n;
                 }
                 offset += range.PageCount * Region.PageSize;
