@@ -2,19 +2,8 @@
 # Runs the real dotnet-counters tool against the TransparentMigration example and checks that the
 # CdmUserMem meter's counters, gauges and histograms appear in what it collects.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-# Runs a step with its output kept, and shows that output only if the step fails.
-step() {
-  local name=$1; shift
-  if ! "$@" >"$work/step.log" 2>&1; then
-    cat "$work/step.log"
-    echo "counters check: $name failed"
-    exit 1
-  fi
-}
+check_name="counters check"
+source "$(dirname "$0")/../check-steps.sh"
 
 # dotnet-counters comes from the NuGet feed this machine uses, as any dotnet tool does.
 step "dotnet tool install" dotnet tool install dotnet-counters --version 10.0.750501 --tool-path "$work/tools"

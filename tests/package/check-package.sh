@@ -2,19 +2,8 @@
 # Packs CdmUserMem, checks what the package carries, then restores it from a local folder feed into a
 # fresh console project that faults and migrates pages, and checks the program's output.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-# Runs a step with its output kept, and shows that output only if the step fails.
-step() {
-  local name=$1; shift
-  if ! "$@" >"$work/step.log" 2>&1; then
-    cat "$work/step.log"
-    echo "package check: $name failed"
-    exit 1
-  fi
-}
+check_name="package check"
+source "$(dirname "$0")/../check-steps.sh"
 
 # A version no other feed has, so the restore can only take this build (and no older one from the cache).
 version="0.4.0-check.$(date +%Y%m%d%H%M%S).$$"
