@@ -267,7 +267,6 @@ static void drain_notified(tcache *tc) {
 }
 
 static NOINLINE void *alloc_slow(tcache *tc, unsigned cls) {
-    cdm_heap *h = tc->heap;
     span *s = tc->current[cls];
     if (s) {
         if (span_collect(s) == 0) {
@@ -301,7 +300,6 @@ static NOINLINE void *alloc_slow(tcache *tc, unsigned cls) {
         b = (block *)(s->start + (uint64_t)s->bump++ * s->block_size);
     }
     s->used++;
-    (void)h;
     return b;
 }
 

@@ -101,8 +101,6 @@ public sealed class LatencyDistribution
         return new LatencyDistribution(Kind, delta, SumNanoseconds >= earlier.SumNanoseconds ? SumNanoseconds - earlier.SumNanoseconds : 0);
     }
 
-    internal ulong BucketCount(int index) => _buckets[index];
-
     /// <summary>Smallest value of bucket <paramref name="index"/>, in nanoseconds (cdm_engine.h's layout).</summary>
     internal static ulong LowerBound(int index) =>
         index < CdmEngine.LatencySubBuckets ? (ulong)index
