@@ -6,6 +6,8 @@ internal static partial class CdmEngine
     public const int HostNode = 0;
     public const int MaxNodes = 63;
     public const int MaxPins = 4095;
+    public const int MaxPlans = 4096;
+    public const int MaxRule = 16777215;
 
     // Error codes beyond negative errno values (cdm_engine.h).
     public const int ErrorNoUserfaultfd = -10001;
@@ -14,6 +16,8 @@ internal static partial class CdmEngine
     public const int ErrorForked = -10004;
     public const int ErrorNodeLimit = -10005;
     public const int ErrorPinned = -10006;
+    public const int ErrorPlanLimit = -10007;
+    public const int ErrorNoRoom = -10008;
 
     public const uint CreateUserModeOnly = 1;
 
@@ -46,6 +50,18 @@ internal enum CdmOutcome : byte
     Failed = 8,
     Pinned = 9,
     Shared = 10,
+}
+
+/// <summary>How a page got where it is (enum cdm_why).</summary>
+internal enum CdmWhy
+{
+    Untouched = 0,
+    Target = 1,
+    Fallback = 2,
+    LastResort = 3,
+    Migrated = 4,
+    Rebalanced = 5,
+    Drained = 6,
 }
 
 /// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>

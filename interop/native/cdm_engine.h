@@ -8,6 +8,8 @@
 #define CDM_HOST_NODE 0
 #define CDM_MAX_NODES 63   /* device nodes per engine (node ids 1..63) */
 #define CDM_MAX_PINS 4095  /* nested pins per page */
+#define CDM_MAX_PLANS 4096 /* distinct fallback orders per engine */
+#define CDM_MAX_RULE 16777215 /* highest policy rule id (24 bits) */
 
 /* Error codes beyond negative errno values. */
 #define CDM_E_NO_USERFAULTFD  (-10001) /* the userfaultfd syscall is missing or refused */
@@ -16,6 +18,8 @@
 #define CDM_E_FORKED          (-10004) /* called in a child of fork(): the engine belongs to the parent */
 #define CDM_E_NODE_LIMIT      (-10005) /* CDM_MAX_NODES device nodes exist already */
 #define CDM_E_PINNED          (-10006) /* a page of the range is pinned (CDM_MAX_PINS reached on pin) */
+#define CDM_E_PLAN_LIMIT      (-10007) /* CDM_MAX_PLANS fallback orders exist already */
+#define CDM_E_NO_ROOM         (-10008) /* a drain found no node with room for some pages */
 
 /* Engine creation flags. */
 #define CDM_CREATE_USER_MODE_ONLY 1u /* ask for UFFD_USER_MODE_ONLY even when full mode is allowed */
@@ -41,6 +45,17 @@ enum cdm_outcome {
     CDM_OUT_FAILED = 8,         /* a system call failed; the page stayed where it was */
     CDM_OUT_PINNED = 9,         /* the kernel or a Region.Pin lease holds the page: it was not touched */
     CDM_OUT_SHARED = 10,        /* shared copy-on-write with a forked child, and the sharing could not be broken */
+};
+
+/* How a page got where it is (cdm_region_explain). */
+enum cdm_why {
+    CDM_WHY_UNTOUCHED = 0,   /* not resident yet: its target and rule say where its first touch goes */
+    CDM_WHY_TARGET = 1,      /* first touch, on the node its rule chose */
+    CDM_WHY_FALLBACK = 2,    /* first touch: the target (and the nodes before this one in the order) had no room */
+    CDM_WHY_LAST_RESORT = 3, /* first touch: no node of the order had room; the host serves it */
+    CDM_WHY_MIGRATED = 4,    /* an explicit migration */
+    CDM_WHY_REBALANCED = 5,  /* a rebalance applying its rule */
+    CDM_WHY_DRAINED = 6,     /* moved off a node being unplugged */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -143,6 +158,28 @@ int cdm_migrate_batch(cdm_region *r, uint64_t first_page, uint64_t page_count, i
 void cdm_copy(cdm_engine *e, void *dst, const void *src, uint64_t bytes);
 void cdm_copy_block(void *dst, const void *src, uint64_t bytes);
 int cdm_copy_isa(void); /* 2 AVX-512, 1 AVX2, 0 memcpy only */
+
+/* Placement policies. A plan is a fallback order (nodes tried after a first touch's target, in order; the
+ * host serves whatever none has room for); interned, so equal orders share an id. */
+int cdm_plan_create(cdm_engine *e, const int8_t *nodes, uint32_t count, uint32_t *plan);
+/* The fallback order of pages still on the region's defaults; call before the region is used. */
+int cdm_region_set_default_plan(cdm_region *r, uint32_t plan);
+/* Untouched pages of the range get target pattern[page % pattern_len], the plan and the rule; resident
+ * pages are left where they are (a rebalance moves them). */
+int cdm_region_set_policy(cdm_region *r, uint64_t first_page, uint64_t page_count, const int8_t *pattern,
+                          uint32_t pattern_len, uint32_t plan, uint32_t rule);
+/* One page: its state (enum page_state), its node (the target while untouched), its rule and why. */
+int cdm_region_explain(cdm_region *r, uint64_t page, int32_t *state, int32_t *node, uint32_t *rule, int32_t *why);
+/* As cdm_migrate_batch, recording why (CDM_WHY_MIGRATED or CDM_WHY_REBALANCED) and rule on each page moved. */
+int cdm_migrate_batch_why(cdm_region *r, uint64_t first_page, uint64_t page_count, int32_t target, uint32_t busy_retries,
+                          cdm_reservation *reservation, int32_t why, uint32_t rule, uint8_t *outcomes);
+
+/* Hot-unplug: takes the node offline (nothing new lands there), migrates every page of every region off it
+ * to the first node of order with room, and on success discards the arena (the node stays offline). When
+ * pages cannot move (pinned: CDM_E_PINNED; no room: CDM_E_NO_ROOM) the node comes back online with what is
+ * left, *left_pages says how many and *blocked_addr the first blocked page's address. */
+int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t order_len, uint64_t *left_pages,
+                   uint64_t *blocked_addr);
 
 uint32_t cdm_abi_sizeof_stats(void);
 /* "NAME=VALUE;..." for every constant above, for the ABI test. */

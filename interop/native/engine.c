@@ -85,6 +85,8 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     e->generation = atomic_load(&fork_generation);
     e->mapping_budget = mapping_budget;
     atomic_store(&e->node_count, 1);
+    e->plans[0] = (placement_plan){.count = 1, .nodes = {CDM_HOST_NODE}};
+    atomic_store(&e->plan_count, 1);
     int rc = 0;
     e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     /* Tells a page shared copy-on-write with a child from one the kernel pins; optional. */
@@ -296,7 +298,9 @@ const char *cdm_abi_describe(void) {
              "CDM_E_HEAP_FOREIGN=%d;CDM_E_HEAP_DOUBLE_FREE=%d;CDM_E_HEAP_NOT_BLOCK=%d;CDM_E_HEAP_LIMIT=%d;"
              "CDM_HEAP_SMALL_MAX=%u;CDM_HEAP_CLASSES=%d;CDM_HEAP_HUGE_DEFAULT=%llu;CDM_HEAP_MAX=%d;CDM_HEAP_CHECKED=%u;"
              "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
-             "sizeof(cdm_stats)=%zu",
+             "CDM_MAX_PLANS=%d;CDM_MAX_RULE=%d;CDM_E_PLAN_LIMIT=%d;CDM_E_NO_ROOM=%d;CDM_WHY_UNTOUCHED=%d;"
+             "CDM_WHY_TARGET=%d;CDM_WHY_FALLBACK=%d;CDM_WHY_LAST_RESORT=%d;CDM_WHY_MIGRATED=%d;CDM_WHY_REBALANCED=%d;"
+             "CDM_WHY_DRAINED=%d;sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
              CDM_MODE_USER_ONLY, CDM_MODE_DEV_USERFAULTFD, CDM_MODE_LOCKED, (unsigned long long)CDM_UFFD_FEATURE_MOVE,
@@ -307,6 +311,8 @@ const char *cdm_abi_describe(void) {
              CDM_LAT_MIGRATE_2M, CDM_LAT_MIGRATE_LARGER, CDM_LAT_COUNT, CDM_LAT_SUB_BUCKETS, CDM_LAT_BUCKETS,
              CDM_E_HEAP_FOREIGN, CDM_E_HEAP_DOUBLE_FREE, CDM_E_HEAP_NOT_BLOCK, CDM_E_HEAP_LIMIT, CDM_HEAP_SMALL_MAX,
              CDM_HEAP_CLASSES, (unsigned long long)CDM_HEAP_HUGE_DEFAULT, CDM_HEAP_MAX, CDM_HEAP_CHECKED,
-             sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), sizeof(cdm_stats));
+             sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), CDM_MAX_PLANS, CDM_MAX_RULE,
+             CDM_E_PLAN_LIMIT, CDM_E_NO_ROOM, CDM_WHY_UNTOUCHED, CDM_WHY_TARGET, CDM_WHY_FALLBACK, CDM_WHY_LAST_RESORT,
+             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, sizeof(cdm_stats));
     return text;
 }

@@ -54,7 +54,7 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, 
     pthread_mutex_lock(&p->lock);
     uint64_t start = 0, n = 0;
     /* A reservation spends its own promise; everyone else may use only frames nobody was promised. */
-    uint64_t allowed = res ? atomic_load(&res->left) : p->frames - p->used - p->reserved;
+    uint64_t allowed = p->offline ? 0 : res ? atomic_load(&res->left) : p->frames - p->used - p->reserved;
     if (want > allowed) want = allowed;
     if (want == 0) {
         pthread_mutex_unlock(&p->lock);
@@ -102,7 +102,7 @@ int cdm_reserve(cdm_engine *e, int32_t node, uint64_t frames, cdm_reservation **
     if (!res) return -ENOMEM;
     frame_pool *p = &e->nodes[node].pool;
     pthread_mutex_lock(&p->lock);
-    bool fits = p->frames - p->used - p->reserved >= frames;
+    bool fits = !p->offline && p->frames - p->used - p->reserved >= frames;
     if (fits) p->reserved += frames;
     pthread_mutex_unlock(&p->lock);
     if (!fits) {

@@ -34,6 +34,13 @@ enum page_state { PS_EMPTY = 0, PS_FAULTING = 1, PS_RESIDENT = 2, PS_MIGRATING =
 #define PS_MAKE(s, n, f) ((uint64_t)(s) | ((uint64_t)(n) << 16) | ((uint64_t)(f) << 24))
 #define PS_WITH_STATE(w, s) (((w) & ~(uint64_t)0xF) | (uint64_t)(s))
 #define PS_PIN_ONE ((uint64_t)1 << 4)
+/* An EMPTY word's frame field names how its first touch is placed: [rule:24][plan:16]. Plan 0 and node 0
+ * stand for the region's defaults; the rule is the caller's name for the policy, kept for explanations. */
+#define EMPTY_PLAN(w) ((uint32_t)(PS_FRAME(w) & 0xFFFF))
+#define EMPTY_RULE(w) ((uint32_t)(PS_FRAME(w) >> 16))
+#define PS_EMPTY_WORD(node_plus1, plan, rule) PS_MAKE(PS_EMPTY, (node_plus1), ((uint64_t)(rule) << 16) | (uint64_t)(plan))
+/* A page's placement record: [rule:24][why:8] (enum cdm_why). */
+#define WHY_MAKE(why, rule) ((uint32_t)(why) | ((uint32_t)(rule) << 8))
 
 typedef struct frame_pool {
     pthread_mutex_t lock;
@@ -42,7 +49,14 @@ typedef struct frame_pool {
     uint64_t used;
     uint64_t reserved; /* free frames promised to reservations */
     uint64_t cursor;   /* next-fit start */
+    bool offline;      /* being drained or unplugged: nothing new is placed here */
 } frame_pool;
+
+/* A fallback order: the nodes a first touch tries after its target, nearest first. */
+typedef struct placement_plan {
+    uint32_t count;
+    int8_t nodes[CDM_MAX_NODES + 1];
+} placement_plan;
 
 struct cdm_reservation {
     cdm_engine *engine;
@@ -65,7 +79,9 @@ struct cdm_region {
     uint64_t size;
     uint64_t pages;
     _Atomic uint64_t *pt; /* page-state table */
+    _Atomic uint32_t *why; /* per page: how it got where it is (WHY_MAKE); after pt in the same mapping */
     int placement;
+    _Atomic uint32_t plan; /* fallback order of pages whose EMPTY word names plan 0 */
     uint32_t fault_around;
     uint32_t readahead;   /* pages resolved ahead of a sequential first-touch stream; 0 = off */
     _Atomic int refs;     /* fault thread, readahead: destroy waits until none is inside */
@@ -119,6 +135,8 @@ struct cdm_engine {
     pthread_mutex_t nodes_lock;
     device_node nodes[CDM_MAX_NODES + 1];
     _Atomic int node_count; /* including the host node 0 */
+    placement_plan plans[CDM_MAX_PLANS]; /* interned under nodes_lock; plan 0 is the host alone */
+    _Atomic uint32_t plan_count;
     uint8_t *staging;       /* slots that hold detached host pages while they are copied */
     uint64_t staging_slots;
     frame_pool staging_pool;
@@ -209,6 +227,22 @@ bool pagemap_read(cdm_engine *e, const void *addr, uint64_t *entry);
 bool budget_take(cdm_engine *e, int64_t delta);
 cdm_region *region_get(cdm_engine *e, uint64_t addr); /* takes a reference */
 void region_put(cdm_region *r);
+
+/* The node an untouched page's first touch targets. */
+static inline int empty_target(const cdm_region *r, uint64_t w) {
+    int n = PS_NODE(w);
+    return n ? n - 1 : r->placement;
+}
+
+/* policy.c */
+const placement_plan *plan_of(const cdm_region *r, uint64_t empty_word);
+static inline void why_store(cdm_region *r, uint64_t page, uint32_t why) {
+    atomic_store_explicit(&r->why[page], why, memory_order_relaxed);
+}
+
+/* migrate.c */
+int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+                  cdm_reservation *res, uint32_t why, uint8_t *outcomes);
 
 /* resolve.c */
 int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool wake, uint64_t *filled);

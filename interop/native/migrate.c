@@ -101,7 +101,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
         bool joined = false;
         if (s == PS_EMPTY) {
             /* Nothing to copy: record the target so that the first touch lands there. */
-            if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, 0))) continue;
+            if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, PS_FRAME(w)))) continue; /* its plan and rule stay */
             *o = CDM_OUT_PLACED;
         } else if (s == PS_RESIDENT && PS_NODE(w) == target) {
             *o = CDM_OUT_ALREADY_THERE;
@@ -288,12 +288,13 @@ static void copy_and_attach(cdm_region *r, mig_run *run, int target, uint8_t *ou
 }
 
 /* Publishes attached pages, frees every source and every unused destination, and counts. */
-static void release_run(cdm_region *r, mig_run *run, int target, uint8_t *out) {
+static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, uint8_t *out) {
     cdm_engine *e = r->engine;
     uint64_t moved = 0;
     for (uint64_t i = 0; i < run->count; i++) {
         uint64_t p = run->first_page + i;
         if (out[i] == CDM_OUT_PENDING) {
+            why_store(r, p, why);
             region_store(r, p, PS_MAKE(PS_RESIDENT, target, target == CDM_HOST_NODE ? 0 : run->dst_frame + i));
             out[i] = CDM_OUT_MIGRATED;
             moved++;
@@ -333,7 +334,8 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint8_t *out) {
 }
 
 /* One step: claim, detach, copy, attach, release. Returns pages processed. */
-static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint8_t *out) {
+static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint32_t why,
+                             uint8_t *out) {
     cdm_engine *e = r->engine;
     mig_run runs[RUNS_PER_STEP];
     uint32_t nr;
@@ -344,7 +346,7 @@ static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int 
     uint64_t t1 = now_ns();
     for (uint32_t i = 0; i < nr; i++) copy_and_attach(r, &runs[i], target, out + (runs[i].first_page - first), &ns_copy, &ns_attach);
     uint64_t t2 = now_ns();
-    for (uint32_t i = 0; i < nr; i++) release_run(r, &runs[i], target, out + (runs[i].first_page - first));
+    for (uint32_t i = 0; i < nr; i++) release_run(r, &runs[i], target, why, out + (runs[i].first_page - first));
     pthread_rwlock_unlock(&fork_lock);
     atomic_fetch_add(&e->st.ns_detach, t1 - t0);
     atomic_fetch_add(&e->st.ns_copy, ns_copy);
@@ -353,23 +355,23 @@ static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int 
     return processed;
 }
 
-static void migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint8_t *out) {
+static void migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint32_t why, uint8_t *out) {
     for (uint64_t done = 0; done < count;) {
-        uint64_t n = migrate_step(r, first + done, count - done, target, res, out + done);
+        uint64_t n = migrate_step(r, first + done, count - done, target, res, why, out + done);
         if (n == 0) sched_yield(); /* staging full with other migrations' pages: they free it within a step */
         done += n;
     }
 }
 
-int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
-                      cdm_reservation *res, uint8_t *outcomes) {
+int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+                  cdm_reservation *res, uint32_t why, uint8_t *outcomes) {
     cdm_engine *e = r->engine;
     if (engine_forked(e)) return CDM_E_FORKED;
     if (target < 0 || target >= atomic_load(&e->node_count) || first > r->pages || count > r->pages - first) return -EINVAL;
     bool timed = atomic_load_explicit(&e->record_latency, memory_order_relaxed);
     uint64_t started = timed ? now_ns() : 0;
     memset(outcomes, CDM_OUT_NONE, count);
-    migrate_span(r, first, count, target, res, outcomes);
+    migrate_span(r, first, count, target, res, why, outcomes);
     for (uint32_t attempt = 0; attempt < busy_retries; attempt++) {
         bool any = false;
         for (uint64_t i = 0; i < count;) {
@@ -377,7 +379,7 @@ int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t tar
             uint64_t j = i;
             while (j < count && outcomes[j] == CDM_OUT_BUSY) j++;
             if (attempt > 0) sched_yield(); /* let the filler or the other migration finish */
-            migrate_span(r, first + i, j - i, target, res, outcomes + i);
+            migrate_span(r, first + i, j - i, target, res, why, outcomes + i);
             any = true;
             i = j;
         }
@@ -385,4 +387,15 @@ int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t tar
     }
     if (timed) latency_record(e, latency_of_batch(count), now_ns() - started);
     return 0;
+}
+
+int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+                      cdm_reservation *res, uint8_t *outcomes) {
+    return migrate_batch(r, first, count, target, busy_retries, res, WHY_MAKE(CDM_WHY_MIGRATED, 0), outcomes);
+}
+
+int cdm_migrate_batch_why(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+                          cdm_reservation *res, int32_t why, uint32_t rule, uint8_t *outcomes) {
+    if ((why != CDM_WHY_MIGRATED && why != CDM_WHY_REBALANCED) || rule > CDM_MAX_RULE) return -EINVAL;
+    return migrate_batch(r, first, count, target, busy_retries, res, WHY_MAKE(why, rule), outcomes);
 }

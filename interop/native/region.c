@@ -8,8 +8,10 @@
 #include <unistd.h>
 #include "internal.h"
 
-/* Mappings a region holds: its range and its page-state table. */
+/* Mappings a region holds: its range and its page tables (states, then placement records). */
 #define REGION_MAPPINGS 2
+
+static uint64_t tables_bytes(uint64_t pages) { return pages * (sizeof(uint64_t) + sizeof(uint32_t)); }
 
 bool budget_take(cdm_engine *e, int64_t delta) {
     uint64_t cur = atomic_load(&e->mappings_in_use);
@@ -99,8 +101,9 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     r->pt = MAP_FAILED;
     r->base = sys_mmap(e, size, 0);
     if (r->base == MAP_FAILED) { rc = -errno; goto fail; }
-    r->pt = sys_mmap(e, r->pages * sizeof(uint64_t), 0);
+    r->pt = sys_mmap(e, tables_bytes(r->pages), 0);
     if (r->pt == MAP_FAILED) { rc = -errno; goto fail; }
+    r->why = (_Atomic uint32_t *)(r->pt + r->pages);
     /* 4 KiB pages: the engine fills and moves single pages, and a THP would be split by the first. */
     if ((rc = sys_madvise(e, r->base, size, MADV_NOHUGEPAGE)) < 0) goto fail;
     if (e->locked && (rc = sys_lock_on_fault(e, r->base, size)) < 0) goto fail;
@@ -114,7 +117,7 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     return 0;
 fail:
     if (r) {
-        if (r->pt != MAP_FAILED) munmap((void *)r->pt, r->pages * sizeof(uint64_t));
+        if (r->pt != MAP_FAILED) munmap((void *)r->pt, tables_bytes(r->pages));
         if (r->base != MAP_FAILED) munmap(r->base, size);
         free(r);
     }
@@ -163,7 +166,7 @@ int cdm_region_destroy(cdm_region *r) {
      * it drops only its own copy of the range. */
     if (engine_forked(e)) {
         munmap(r->base, r->size);
-        munmap((void *)r->pt, r->pages * sizeof(uint64_t));
+        munmap((void *)r->pt, tables_bytes(r->pages));
         free(r);
         return CDM_E_FORKED;
     }
@@ -180,7 +183,7 @@ int cdm_region_destroy(cdm_region *r) {
     uffd_unregister(e, r->base, r->size);
     atomic_fetch_sub(&e->host_pages, r->host_pages);
     munmap(r->base, r->size);
-    munmap((void *)r->pt, r->pages * sizeof(uint64_t));
+    munmap((void *)r->pt, tables_bytes(r->pages));
     budget_take(e, -REGION_MAPPINGS);
     free(r);
     return 0;

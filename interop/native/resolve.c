@@ -7,11 +7,6 @@
 #include <unistd.h>
 #include "internal.h"
 
-static inline int empty_target(const cdm_region *r, uint64_t w) {
-    int n = PS_NODE(w);
-    return n ? n - 1 : r->placement;
-}
-
 /* Fills [addr, +pages) with zeros, waking its waiters if asked: real pages for writers (UFFDIO_COPY from the
  * zero buffer), the shared zero page for readers. *filled counts pages filled before an error. */
 int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool wake, uint64_t *filled) {
@@ -27,14 +22,17 @@ int fill_zero(cdm_engine *e, uint8_t *addr, uint64_t pages, bool writable, bool 
     return 0;
 }
 
-/* Publishes claimed pages [s, s+n) that could not be filled as untouched again, keeping their target. */
-static void unclaim_untouched(cdm_region *r, uint64_t s, uint64_t n, int target) {
-    for (uint64_t k = 0; k < n; k++) region_store(r, s + k, PS_MAKE(PS_EMPTY, target + 1, 0));
+/* Publishes claimed pages [s, s+n) that could not be filled as untouched again, as they were (word w). */
+static void unclaim_untouched(cdm_region *r, uint64_t s, uint64_t n, uint64_t w) {
+    for (uint64_t k = 0; k < n; k++) region_store(r, s + k, w);
 }
 
-static void publish_host(cdm_region *r, uint64_t s, uint64_t n) {
+static void publish_host(cdm_region *r, uint64_t s, uint64_t n, uint32_t why) {
     cdm_engine *e = r->engine;
-    for (uint64_t k = 0; k < n; k++) region_store(r, s + k, PS_MAKE(PS_RESIDENT, CDM_HOST_NODE, 0));
+    for (uint64_t k = 0; k < n; k++) {
+        why_store(r, s + k, why);
+        region_store(r, s + k, PS_MAKE(PS_RESIDENT, CDM_HOST_NODE, 0));
+    }
     atomic_fetch_add(&e->st.zero_filled, n);
     atomic_fetch_add(&r->host_pages, n);
     atomic_fetch_add(&e->host_pages, n);
@@ -43,18 +41,18 @@ static void publish_host(cdm_region *r, uint64_t s, uint64_t n) {
 /* Fills claimed pages [s, s+n) on the host. A window crossing a VMA boundary the user made (madvise,
  * mlock, mprotect on part of the region) is refused whole: it is then filled a page at a time. A page
  * that cannot be filled is never published: it and the rest of the run become untouched again. */
-static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable) {
+static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable, uint64_t w, uint32_t why) {
     cdm_engine *e = r->engine;
     uint64_t p = s, end = s + n;
     bool single = false;
     while (p < end) {
         uint64_t want = single ? 1 : end - p, filled;
         int rc = fill_zero(e, r->base + p * PAGE, want, writable, false, &filled);
-        publish_host(r, p, filled);
+        publish_host(r, p, filled, why);
         p += filled;
         if (rc == 0) continue;
         if (rc == -EEXIST) {
-            publish_host(r, p, 1); /* a page is there already: it is resident as it is */
+            publish_host(r, p, 1, why); /* a page is there already: it is resident as it is */
             p++;
             continue;
         }
@@ -63,7 +61,7 @@ static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable)
             continue;
         }
         atomic_fetch_add(&e->st.fill_errors, 1);
-        unclaim_untouched(r, p, end - p, CDM_HOST_NODE);
+        unclaim_untouched(r, p, end - p, w);
         return rc;
     }
     return 0;
@@ -71,7 +69,7 @@ static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable)
 
 /* Moves zeroed device frames into claimed pages [s, s+n); returns how many pages got frames. A free
  * frame's arena slot always holds a page, so zeroing it never faults. */
-static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int node) {
+static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int node, uint32_t why) {
     cdm_engine *e = r->engine;
     device_node *dn = &e->nodes[node];
     uint64_t done = 0;
@@ -89,7 +87,10 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         uint64_t moved_bytes;
         int rc = uffd_move(e, r->base + p * PAGE, slot, got * PAGE, false, &moved_bytes);
         uint64_t moved = moved_bytes / PAGE;
-        for (uint64_t k = 0; k < moved; k++) region_store(r, p + k, PS_MAKE(PS_RESIDENT, node, frame + k));
+        for (uint64_t k = 0; k < moved; k++) {
+            why_store(r, p + k, why);
+            region_store(r, p + k, PS_MAKE(PS_RESIDENT, node, frame + k));
+        }
         atomic_fetch_add(&r->device_pages, moved);
         atomic_fetch_add(&e->st.first_touch_device, moved);
         done += moved;
@@ -104,13 +105,27 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
     return done;
 }
 
-static int resolve_run(cdm_region *r, uint64_t s, uint64_t n, int target, bool writable) {
-    uint64_t on_device = 0;
-    if (target != CDM_HOST_NODE) {
-        on_device = resolve_on_device(r, s, n, target);
-        if (on_device < n) atomic_fetch_add(&r->engine->st.fallbacks, n - on_device);
+/* Places claimed pages [s, s+n), untouched word w: on the target while it has room, then on each node of
+ * the plan's fallback order in turn; the host serves the rest (it has no capacity to run out of). */
+static int resolve_run(cdm_region *r, uint64_t s, uint64_t n, uint64_t w, bool writable) {
+    int target = empty_target(r, w);
+    uint32_t rule = EMPTY_RULE(w);
+    if (target == CDM_HOST_NODE) return resolve_on_host(r, s, n, writable, w, WHY_MAKE(CDM_WHY_TARGET, rule));
+    uint64_t done = resolve_on_device(r, s, n, target, WHY_MAKE(CDM_WHY_TARGET, rule));
+    if (done == n) return 0;
+    atomic_fetch_add(&r->engine->st.fallbacks, n - done);
+    const placement_plan *plan = plan_of(r, w);
+    uint32_t why = CDM_WHY_LAST_RESORT;
+    for (uint32_t i = 0; i < plan->count && done < n; i++) {
+        int node = plan->nodes[i];
+        if (node == target) continue;
+        if (node == CDM_HOST_NODE) {
+            why = CDM_WHY_FALLBACK;
+            break;
+        }
+        done += resolve_on_device(r, s + done, n - done, node, WHY_MAKE(CDM_WHY_FALLBACK, rule));
     }
-    return on_device < n ? resolve_on_host(r, s + on_device, n - on_device, writable) : 0;
+    return done < n ? resolve_on_host(r, s + done, n - done, writable, w, WHY_MAKE(why, rule)) : 0;
 }
 
 /* Resolves every untouched page of [first, first+count), each on its placement node; returns the first
@@ -123,14 +138,15 @@ int resolve_first_touch(cdm_region *r, uint64_t first, uint64_t count, bool writ
         if (PS_STATE(w) != PS_EMPTY) { p++; continue; }
         int target = empty_target(r, w);
         uint64_t q = p;
+        /* One run: pages with the same target, plan and rule. */
         while (q < end) {
             uint64_t wq = region_word(r, q);
-            if (PS_STATE(wq) != PS_EMPTY || empty_target(r, wq) != target) break;
+            if (wq != w) break;
             if (!region_cas(r, q, &wq, PS_MAKE(PS_FAULTING, target, 0))) break;
             q++;
         }
         if (q == p) continue; /* lost a race for p: look at it again */
-        int rc = resolve_run(r, p, q - p, target, writable);
+        int rc = resolve_run(r, p, q - p, w, writable);
         if (rc < 0 && !err) err = rc;
         p = q;
     }

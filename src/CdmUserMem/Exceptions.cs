@@ -69,3 +69,26 @@ public sealed class ForkedProcessException : InvalidOperationException
 {
     public ForkedProcessException(string message) : base(message) { }
 }
+
+/// <summary>A node could not be removed: some of its pages cannot move. The node stays online holding them.</summary>
+public sealed class NodeBusyException : InvalidOperationException
+{
+    public NodeBusyException(string message, MemoryNode node, ulong pagesLeft, nint firstBlockedPage, bool pinned) : base(message)
+    {
+        Node = node;
+        PagesLeft = pagesLeft;
+        FirstBlockedPage = firstBlockedPage;
+        IsPinned = pinned;
+    }
+
+    public MemoryNode Node { get; }
+
+    /// <summary>Frames of the node still in use.</summary>
+    public ulong PagesLeft { get; }
+
+    /// <summary>Address of the first page that could not move.</summary>
+    public nint FirstBlockedPage { get; }
+
+    /// <summary>True when pins held pages back; false when no node had room for them.</summary>
+    public bool IsPinned { get; }
+}

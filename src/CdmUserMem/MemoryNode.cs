@@ -20,9 +20,12 @@ public readonly record struct NodeUsage(ulong UsedBytes, ulong CapacityBytes)
 /// <summary>A NUMA-like memory node: the host, or a coherent device with its own arena.</summary>
 public sealed class MemoryNode
 {
+    private volatile bool _removed;
+
     internal MemoryNode(MemorySystem system, int id, string name, MemoryNodeKind kind, ulong capacity, int distance,
-                        bool isPinned, string? pinFailure)
+                        bool isPinned, string? pinFailure, bool isExclusive = false)
     {
+        IsExclusive = isExclusive;
         System = system;
         Id = id;
         Name = name;
@@ -47,6 +50,17 @@ public sealed class MemoryNode
 
     /// <summary>Relative access cost, as in the ACPI SLIT: 10 is local.</summary>
     public int Distance { get; }
+
+    /// <summary>
+    /// An exclusive node is never a fallback target: only a policy (or a placement, or a migration) that names
+    /// it puts pages there; interleave and preferred-many policies use it only when they name it.
+    /// </summary>
+    public bool IsExclusive { get; }
+
+    /// <summary>False once <see cref="MemorySystem.RemoveNode"/> has drained and removed the node.</summary>
+    public bool IsOnline => !_removed;
+
+    internal void MarkRemoved() => _removed = true;
 
     /// <summary>Whether the arena is locked in RAM with mlock (see <see cref="MemorySystem.IsMemoryLocked"/>).</summary>
     public bool IsPinned { get; }

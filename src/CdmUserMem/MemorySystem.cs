@@ -21,7 +21,7 @@ public enum FaultMode
 /// A heterogeneous memory system: the host node, coherent device nodes, and the regions whose pages move
 /// between them. One native fault-service thread serves every region of the system.
 /// </summary>
-public sealed class MemorySystem : IDisposable
+public sealed partial class MemorySystem : IDisposable
 {
     /// <summary>Most device nodes one memory system holds (node ids 1 to 63).</summary>
     public const int MaxDeviceNodes = CdmEngine.MaxNodes;
@@ -44,6 +44,7 @@ public sealed class MemorySystem : IDisposable
         CopyEngine = new CopyEngine(this, options.CopyChannels);
         Host = new MemoryNode(this, CdmEngine.HostNode, "host", MemoryNodeKind.Host, 0, 10, isPinned: false, pinFailure: null);
         _nodes = [Host];
+        Topology = new MemoryTopology(this);
         Telemetry = new SystemTelemetry(this, options.LoggerFactory);
         if (FaultMode == FaultMode.UserModeOnly && !options.UserModeOnly) Log.DegradedFaultMode(Telemetry.Logger, UserfaultfdSource);
         MemoryMetrics.Register(Telemetry);
@@ -126,7 +127,12 @@ public sealed class MemorySystem : IDisposable
     /// <see cref="MemoryNode.IsPinned"/> and <see cref="IsMemoryLocked"/>).
     /// </summary>
     /// <exception cref="NodeLimitExceededException"><see cref="MaxDeviceNodes"/> device nodes exist already.</exception>
-    public MemoryNode AddCoherentDeviceNode(string name, ulong capacity, int distance = 40)
+    /// <param name="name">A name unique in the system.</param>
+    /// <param name="capacity">Arena bytes, a multiple of the page size.</param>
+    /// <param name="distance">Distance from the host (10 is local); node-to-node distances default through the host.</param>
+    /// <param name="exclusive">Never a fallback target: only policies that name it place pages there (see
+    /// <see cref="MemoryNode.IsExclusive"/>).</param>
+    public MemoryNode AddCoherentDeviceNode(string name, ulong capacity, int distance = 40, bool exclusive = false)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (capacity == 0 || capacity % CdmEngine.PageSize != 0)
@@ -144,7 +150,7 @@ public sealed class MemorySystem : IDisposable
                 "not locked: CdmUserMem locks arenas only together with every region (UFFDIO_MOVE moves pages only " +
                 "between areas that are both locked or both not), which needs CAP_IPC_LOCK or an unlimited " +
                 "RLIMIT_MEMLOCK (ulimit -l unlimited)";
-            var node = new MemoryNode(this, id, name, MemoryNodeKind.CoherentDevice, capacity, distance, pinned != 0, pinFailure);
+            var node = new MemoryNode(this, id, name, MemoryNodeKind.CoherentDevice, capacity, distance, pinned != 0, pinFailure, exclusive);
             if (pinFailure is not null) Log.ArenaNotPinned(Telemetry.Logger, name, capacity, pinFailure);
             _nodes = [.. _nodes, node];
             return node;
@@ -167,7 +173,7 @@ public sealed class MemorySystem : IDisposable
         if (size == 0 || size % CdmEngine.PageSize != 0)
             throw new ArgumentException($"Size must be a positive multiple of the page size ({CdmEngine.PageSize}); got {size}.", nameof(size));
         var placement = options.Placement ?? Host;
-        ValidateNode(placement, nameof(options.Placement));
+        ValidatePlacementNode(placement, nameof(options.Placement));
         if (options.FaultAroundPages is 0 or > 4096)
             throw new ArgumentOutOfRangeException(nameof(options.FaultAroundPages), options.FaultAroundPages, "Fault-around must be 1 to 4096 pages.");
         if (options.ReadaheadPages > 65536)
@@ -181,7 +187,17 @@ public sealed class MemorySystem : IDisposable
             Log.MappingBudgetRefused(Telemetry.Logger, size, Options.MappingBudget, stats.MappingsInUse);
         }
         if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving a region of {size} bytes");
-        var region = new Region(this, new RegionSafeHandle(handle, engine), (nint)baseAddress, size, placement, options.FaultAroundPages);
+        var regionHandle = new RegionSafeHandle(handle, engine);
+        Region region;
+        try
+        {
+            region = new Region(this, regionHandle, (nint)baseAddress, size, placement, options.FaultAroundPages);
+        }
+        catch
+        {
+            regionHandle.Dispose();
+            throw;
+        }
         bool disposed;
         lock (_sync)
         {
@@ -203,7 +219,7 @@ public sealed class MemorySystem : IDisposable
     {
         options ??= new HeapOptions();
         var placement = options.Placement ?? Host;
-        ValidateNode(placement, nameof(options.Placement));
+        ValidatePlacementNode(placement, nameof(options.Placement));
         if (options.SmallReserveBytes == 0 || options.SmallReserveBytes % (64 * 1024) != 0)
             throw new ArgumentException("SmallReserveBytes must be a positive multiple of 64 KiB.", nameof(options));
         if (options.LargeReserveBytes == 0 || options.LargeReserveBytes % CdmEngine.PageSize != 0)
@@ -308,6 +324,13 @@ public sealed class MemorySystem : IDisposable
         ArgumentNullException.ThrowIfNull(node, paramName);
         if (!ReferenceEquals(node.System, this))
             throw new ArgumentException($"Node '{node.Name}' belongs to another memory system.", paramName);
+    }
+
+    /// <summary>As <see cref="ValidateNode"/>, and the node must still be online: a target for pages.</summary>
+    internal void ValidatePlacementNode(MemoryNode node, string paramName)
+    {
+        ValidateNode(node, paramName);
+        if (!node.IsOnline) throw new ArgumentException($"Node '{node.Name}' was removed; it takes no pages.", paramName);
     }
 
     internal void OnRegionDisposed(Region region)

@@ -24,6 +24,7 @@ public sealed unsafe partial class Region : IDisposable
         Length = length;
         Placement = placement;
         FaultAroundPages = faultAround;
+        SetDefaultRule();
     }
 
     public MemorySystem System { get; }

@@ -55,6 +55,10 @@ public class InteropLayoutTests
             ["CDM_E_FORKED"] = CdmEngine.ErrorForked.ToString(),
             ["CDM_E_NODE_LIMIT"] = CdmEngine.ErrorNodeLimit.ToString(),
             ["CDM_E_PINNED"] = CdmEngine.ErrorPinned.ToString(),
+            ["CDM_E_PLAN_LIMIT"] = CdmEngine.ErrorPlanLimit.ToString(),
+            ["CDM_E_NO_ROOM"] = CdmEngine.ErrorNoRoom.ToString(),
+            ["CDM_MAX_PLANS"] = CdmEngine.MaxPlans.ToString(),
+            ["CDM_MAX_RULE"] = CdmEngine.MaxRule.ToString(),
             ["CDM_CREATE_USER_MODE_ONLY"] = CdmEngine.CreateUserModeOnly.ToString(),
             ["CDM_MODE_USER_ONLY"] = CdmEngine.ModeUserOnly.ToString(),
             ["CDM_MODE_DEV_USERFAULTFD"] = CdmEngine.ModeDevUserfaultfd.ToString(),
@@ -63,6 +67,8 @@ public class InteropLayoutTests
         };
         foreach (CdmOutcome o in Enum.GetValues<CdmOutcome>())
             managed["CDM_OUT_" + Snake(o.ToString())] = ((int)o).ToString();
+        foreach (CdmWhy o in Enum.GetValues<CdmWhy>())
+            managed["CDM_WHY_" + Snake(o.ToString())] = ((int)o).ToString();
         foreach (CdmOp o in Enum.GetValues<CdmOp>())
             managed["CDM_OP_" + Snake(o.ToString())] = ((int)o).ToString();
         foreach (var (name, value) in managed)

@@ -1,0 +1,30 @@
+using System.Runtime.InteropServices;
+
+namespace CdmUserMem.Interop;
+
+internal static unsafe partial class CdmEngine
+{
+    /// <summary>Interns a fallback order (nodes a first touch tries after its target); equal orders share an id.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_plan_create")]
+    public static partial int PlanCreate(EngineSafeHandle engine, sbyte* nodes, uint count, out uint plan);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_set_default_plan")]
+    public static partial int RegionSetDefaultPlan(RegionSafeHandle region, uint plan);
+
+    /// <summary>Untouched pages of the range get target pattern[page % length], the plan and the rule.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_set_policy")]
+    public static partial int RegionSetPolicy(RegionSafeHandle region, ulong firstPage, ulong pageCount, sbyte* pattern, uint patternLength,
+                                              uint plan, uint rule);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_explain")]
+    public static partial int RegionExplain(RegionSafeHandle region, ulong page, out int state, out int node, out uint rule, out int why);
+
+    /// <summary>As MigrateBatch, recording why (Migrated or Rebalanced) and the rule on every page moved.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_migrate_batch_why")]
+    public static partial int MigrateBatchWhy(nint region, ulong firstPage, ulong pageCount, int target, uint busyRetries, nint reservation,
+                                              int why, uint rule, byte* outcomes);
+
+    /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
+    public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);
+}

@@ -1,0 +1,347 @@
+using CdmUserMem;
+using FsCheck;
+using FsCheck.Fluent;
+using static CdmUserMem.Tests.TestSystem;
+
+namespace CdmUserMem.Tests;
+
+/// <summary>
+/// Random topologies (device nodes with random capacities, distances and exclusive flags) and random
+/// sequences of first touches, policy changes, migrations, rebalances, pins and unplugs against a plain
+/// model: after every step each page is where the model says, for the reason it says, holds its data, and
+/// every node's usage is the model's count. Every outcome the model predicts (a throw, a refusal) happens.
+/// </summary>
+public class PolicyModelPropertyTests
+{
+    private const int Pages = 48;
+
+    private sealed record DeviceSpec(int Capacity, int Distance, bool Exclusive);
+
+    private sealed record Scenario(DeviceSpec[] Devices, int[] Distances, int Placement, Step[] Steps)
+    {
+        public override string ToString() =>
+            $"devices [{string.Join(", ", Devices.Select(d => $"{d.Capacity}p d{d.Distance}{(d.Exclusive ? " excl" : "")}"))}], " +
+            $"placement {Placement}, steps: {string.Join("; ", Steps.Select(s => s.ToString()))}";
+    }
+
+    private enum Op { Touch, SetPolicy, Migrate, Rebalance, Pin, UnpinAll, Remove }
+
+    private sealed record Step(Op Op, int First, int Count, int Kind, int[] Nodes, int[] Weights, byte Value)
+    {
+        public override string ToString() => $"{Op}[{First},+{Count}) k{Kind} n[{string.Join(",", Nodes)}] w[{string.Join(",", Weights)}]";
+    }
+
+    private static Gen<Step> Steps =>
+        from op in Gen.Frequency((5, Gen.Constant(Op.Touch)), (3, Gen.Constant(Op.SetPolicy)), (2, Gen.Constant(Op.Migrate)),
+                                 (2, Gen.Constant(Op.Rebalance)), (2, Gen.Constant(Op.Pin)), (1, Gen.Constant(Op.UnpinAll)),
+                                 (2, Gen.Constant(Op.Remove)))
+        from first in Gen.Choose(0, Pages - 1)
+        from count in Gen.Choose(1, Math.Min(16, Pages - first))
+        from kind in Gen.Choose(0, 5)
+        from nodes in Gen.ListOf(Gen.Frequency((1, Gen.Constant(0)), (4, Gen.Choose(1, 3)))).Select(l => l.Distinct().Take(3).ToArray())
+        from weights in Gen.ArrayOf(Gen.Choose(1, 3), 3)
+        from value in Gen.Choose(1, 255)
+        select new Step(op, first, count, kind, nodes, weights, (byte)value);
+
+    private static Gen<Scenario> Scenarios =>
+        from devices in Gen.Choose(1, 3).SelectMany(n => Gen.ArrayOf(
+            from capacity in Gen.Choose(2, 20)
+            from distance in Gen.Choose(12, 60)
+            from exclusive in Gen.Frequency((3, Gen.Constant(false)), (1, Gen.Constant(true)))
+            select new DeviceSpec(capacity, distance, exclusive), n))
+        from distances in Gen.ArrayOf(Gen.Choose(0, 80), 3) // device pair distances; below 11 keeps the default
+        from placement in Gen.Choose(0, 3)
+        from steps in Gen.ListOf(Steps).Select(l => l.Take(30).ToArray())
+        select new Scenario(devices, distances, placement % (devices.Length + 1), steps);
+
+    /// <summary>What the runs covered, so that a generator that stopped producing a case shows.</summary>
+    private sealed class Coverage
+    {
+        public readonly Dictionary<string, int> Seen = new();
+        public void Add(string what) => Seen[what] = Seen.GetValueOrDefault(what) + 1;
+    }
+
+    [Fact]
+    public void Placement_reasons_data_and_usage_follow_the_model()
+    {
+        var coverage = new Coverage();
+        Prop.ForAll(Scenarios.ToArbitrary(), scenario =>
+        {
+            Run(scenario, coverage);
+            return true;
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(100));
+        foreach (var what in new[] { "Fallback", "LastResort", "PolicyTarget", "Rebalanced", "Drained", "Migrated", "removed", "remove refused", "exclusive node" })
+            Assert.True(coverage.Seen.GetValueOrDefault(what) > 0, $"no run covered {what}: {string.Join(", ", coverage.Seen)}");
+    }
+
+    /// <summary>The model's placement rule: the same one the policy documentation states, written independently.</summary>
+    private sealed record ModelRule(MemoryPolicyKind Kind, int[] Named, int[] Pattern, int[] Order)
+    {
+        public int TargetOf(int page) => Pattern[page % Pattern.Length];
+        public bool Allows(int page, int node) =>
+            Kind is MemoryPolicyKind.Bind or MemoryPolicyKind.PreferredMany ? Named.Contains(node) : TargetOf(page) == node;
+    }
+
+    private static void Run(Scenario scenario, Coverage coverage)
+    {
+        using var system = MemorySystem.Create();
+        var nodes = new List<MemoryNode> { system.Host };
+        var specs = scenario.Devices;
+        for (int i = 0; i < specs.Length; i++)
+            nodes.Add(system.AddCoherentDeviceNode($"d{i + 1}", (ulong)specs[i].Capacity * Page, specs[i].Distance, specs[i].Exclusive));
+        int n = nodes.Count;
+        var distance = new int[n, n];
+        for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++)
+            distance[a, b] = a == b ? 10 : a == 0 ? specs[b - 1].Distance : b == 0 ? specs[a - 1].Distance : specs[a - 1].Distance + specs[b - 1].Distance - 10;
+        int pair = 0;
+        for (int a = 1; a < n; a++)
+        for (int b = a + 1; b < n; b++, pair++)
+            if (scenario.Distances[pair % 3] >= 11)
+            {
+                system.Topology.SetDistance(nodes[a], nodes[b], scenario.Distances[pair % 3]);
+                distance[a, b] = distance[b, a] = scenario.Distances[pair % 3];
+            }
+        var online = Enumerable.Repeat(true, n).ToArray();
+        bool Exclusive(int id) => id > 0 && specs[id - 1].Exclusive;
+        int[] ByDistance(int from, IEnumerable<int> ids) => ids.OrderBy(i => distance[from, i]).ThenBy(i => i).ToArray();
+        int[] Fallback(int from) => ByDistance(from, Enumerable.Range(0, n).Where(i => i != from && online[i] && !Exclusive(i)));
+
+        ModelRule Compile(MemoryPolicyKind kind, int[] named, int[] weights, int placement)
+        {
+            switch (kind)
+            {
+                case MemoryPolicyKind.Default: return new(kind, named, [placement], [placement, .. Fallback(placement)]);
+                case MemoryPolicyKind.Preferred: return new(kind, named, [named[0]], [named[0], .. Fallback(named[0])]);
+                case MemoryPolicyKind.PreferredMany:
+                {
+                    var s = ByDistance(0, named);
+                    return new(kind, named, [s[0]], [.. s, .. Fallback(s[0]).Where(i => !named.Contains(i))]);
+                }
+                case MemoryPolicyKind.Bind:
+                {
+                    var s = ByDistance(0, named);
+                    return new(kind, named, [s[0]], [s[0], .. ByDistance(s[0], s.Skip(1))]);
+                }
+                default:
+                    return new(kind, named, named.SelectMany((id, i) => Enumerable.Repeat(id, weights[i])).ToArray(),
+                               [.. named, .. ByDistance(0, Enumerable.Range(0, n).Where(i => online[i] && !Exclusive(i) && !named.Contains(i)))]);
+            }
+        }
+
+        int placementId = online[scenario.Placement] ? scenario.Placement : 0;
+        using var region = system.Reserve(Pages * Page, new RegionOptions { Placement = nodes[placementId], FaultAroundPages = 1, ReadaheadPages = 0 });
+        var rules = new List<(ModelRule Rule, int First, int Count)> { (Compile(MemoryPolicyKind.Default, [], [], placementId), 0, Pages) };
+        var node = new int?[Pages];
+        var target = Enumerable.Repeat(placementId, Pages).ToArray(); // untouched: where the first touch goes first
+        var ruleOf = new int[Pages];                                   // untouched: the rule its first touch follows
+        var reason = new PlacementReason[Pages];
+        var value = new byte[Pages];
+        var pins = new int[Pages];
+        var leases = new List<PinLease>();
+        long Free(int id) => id == 0 ? long.MaxValue : online[id] ? specs[id - 1].Capacity - node.Count(x => x == id) : 0;
+        int CurrentRule(int page)
+        {
+            for (int i = rules.Count - 1; i > 0; i--)
+                if (page >= rules[i].First && page < rules[i].First + rules[i].Count) return i;
+            return 0;
+        }
+
+        void FirstTouch(int p)
+        {
+            var rule = rules[ruleOf[p]].Rule;
+            int t = target[p];
+            if (t == 0 || Free(t) > 0)
+            {
+                node[p] = t;
+                reason[p] = PlacementReason.PolicyTarget;
+                return;
+            }
+            foreach (int o in rule.Order)
+            {
+                if (o == t) continue;
+                if (Free(o) > 0)
+                {
+                    node[p] = o;
+                    reason[p] = PlacementReason.Fallback;
+                    return;
+                }
+            }
+            node[p] = 0;
+            reason[p] = PlacementReason.LastResort;
+        }
+
+        try
+        {
+            foreach (var step in scenario.Steps)
+            {
+                var named = step.Nodes.Where(i => i < n).ToArray();
+                switch (step.Op)
+                {
+                    case Op.Touch:
+                        for (int p = step.First; p < step.First + step.Count; p++)
+                        {
+                            if (node[p] is null) FirstTouch(p);
+                            region.AsSpan((ulong)p * Page, (int)Page).Fill(step.Value);
+                            value[p] = step.Value;
+                        }
+                        break;
+                    case Op.SetPolicy:
+                    {
+                        var kind = (MemoryPolicyKind)step.Kind;
+                        if (kind == MemoryPolicyKind.Preferred) named = named.Take(1).ToArray();
+                        if (kind != MemoryPolicyKind.Default && named.Length == 0) named = [0];
+                        if (kind == MemoryPolicyKind.Default) named = [];
+                        var policy = kind switch
+                        {
+                            MemoryPolicyKind.Default => MemoryPolicy.Default,
+                            MemoryPolicyKind.Bind => MemoryPolicy.Bind(named.Select(i => nodes[i]).ToArray()),
+                            MemoryPolicyKind.Preferred => MemoryPolicy.Preferred(nodes[named[0]]),
+                            MemoryPolicyKind.PreferredMany => MemoryPolicy.PreferredMany(named.Select(i => nodes[i]).ToArray()),
+                            MemoryPolicyKind.Interleave => MemoryPolicy.Interleave(named.Select(i => nodes[i]).ToArray()),
+                            _ => MemoryPolicy.WeightedInterleave(named.Select((i, k) => (nodes[i], step.Weights[k])).ToArray()),
+                        };
+                        if (named.Any(i => !online[i]))
+                        {
+                            Assert.Throws<ArgumentException>(() => region.SetPolicy((ulong)step.First * Page, (ulong)step.Count * Page, policy));
+                            break;
+                        }
+                        region.SetPolicy((ulong)step.First * Page, (ulong)step.Count * Page, policy);
+                        var weights = kind == MemoryPolicyKind.WeightedInterleave ? step.Weights : Enumerable.Repeat(1, 3).ToArray();
+                        rules.Add((Compile(kind, named, weights, placementId), step.First, step.Count));
+                        for (int p = step.First; p < step.First + step.Count; p++)
+                            if (node[p] is null)
+                            {
+                                ruleOf[p] = rules.Count - 1;
+                                target[p] = rules[^1].Rule.TargetOf(p);
+                            }
+                        break;
+                    }
+                    case Op.Migrate:
+                    {
+                        int to = step.Nodes.Length > 0 ? step.Nodes[0] % n : 0;
+                        if (!online[to])
+                        {
+                            Assert.Throws<ArgumentException>(() => region.Migrate((ulong)step.First * Page, (ulong)step.Count * Page, nodes[to]));
+                            break;
+                        }
+                        var expected = new MigrationOutcome[Pages];
+                        long free = Free(to);
+                        for (int p = step.First; p < step.First + step.Count; p++)
+                        {
+                            if (node[p] is null) { expected[p] = MigrationOutcome.Placed; target[p] = to; }
+                            else if (node[p] == to) expected[p] = MigrationOutcome.AlreadyThere;
+                            else if (pins[p] > 0) expected[p] = MigrationOutcome.Pinned;
+                            else if (free-- > 0) { expected[p] = MigrationOutcome.Migrated; node[p] = to; reason[p] = PlacementReason.Migrated; }
+                            else expected[p] = MigrationOutcome.NoCapacity;
+                        }
+                        var result = region.Migrate((ulong)step.First * Page, (ulong)step.Count * Page, nodes[to]);
+                        foreach (var run in result.Runs)
+                            for (ulong o = run.Offset; o < run.Offset + run.Length; o += Page)
+                                if (run.Outcome != expected[o / Page])
+                                    throw new InvalidOperationException($"{step}: page {o / Page} {run.Outcome}, model {expected[o / Page]}");
+                        break;
+                    }
+                    case Op.Rebalance:
+                    {
+                        ulong moved = 0, pinned = 0, full = 0;
+                        for (int p = step.First; p < step.First + step.Count; p++)
+                        {
+                            if (node[p] is not int at) continue;
+                            var rule = rules[CurrentRule(p)].Rule;
+                            if (rule.Allows(p, at)) continue;
+                            if (pins[p] > 0) { pinned++; continue; }
+                            int t = rule.TargetOf(p);
+                            var candidates = rule.Kind is MemoryPolicyKind.Bind or MemoryPolicyKind.PreferredMany
+                                ? new[] { t }.Concat(rule.Order.Where(o => o != t && rule.Named.Contains(o) && online[o]))
+                                : [t];
+                            int? dest = candidates.Cast<int?>().FirstOrDefault(c => Free(c!.Value) > 0);
+                            if (dest is null) { full++; continue; }
+                            node[p] = dest;
+                            reason[p] = PlacementReason.Rebalanced;
+                            moved++;
+                        }
+                        var result = region.Rebalance((ulong)step.First * Page, (ulong)step.Count * Page);
+                        if (result.PagesMoved != moved || result.PagesPinned != pinned || result.PagesNoCapacity != full)
+                            throw new InvalidOperationException($"{step}: {result}; model moved {moved}, pinned {pinned}, no capacity {full}");
+                        break;
+                    }
+                    case Op.Pin:
+                        for (int p = step.First; p < step.First + step.Count; p++)
+                        {
+                            if (node[p] is null) FirstTouch(p);
+                            pins[p]++;
+                        }
+                        leases.Add(region.Pin((ulong)step.First * Page, (ulong)step.Count * Page));
+                        break;
+                    case Op.UnpinAll:
+                        foreach (var lease in leases) lease.Dispose();
+                        leases.Clear();
+                        Array.Clear(pins);
+                        break;
+                    case Op.Remove:
+                    {
+                        int victim = step.Nodes.Length > 0 ? step.Nodes[0] % n : 0;
+                        if (victim == 0 || !online[victim])
+                        {
+                            Assert.Throws<ArgumentException>(() => system.RemoveNode(nodes[victim]));
+                            break;
+                        }
+                        var order = Fallback(victim);
+                        online[victim] = false;
+                        bool blocked = false;
+                        for (int p = 0; p < Pages; p++)
+                        {
+                            if (node[p] != victim) continue;
+                            if (pins[p] > 0) { blocked = true; continue; }
+                            node[p] = order.First(o => Free(o) > 0);
+                            reason[p] = PlacementReason.Drained;
+                        }
+                        if (blocked)
+                        {
+                            online[victim] = true;
+                            var busy = Assert.Throws<NodeBusyException>(() => system.RemoveNode(nodes[victim]));
+                            Assert.True(busy.IsPinned);
+                            Assert.True(nodes[victim].IsOnline);
+                            coverage.Add("remove refused");
+                        }
+                        else
+                        {
+                            system.RemoveNode(nodes[victim]);
+                            Assert.False(nodes[victim].IsOnline);
+                            coverage.Add("removed");
+                        }
+                        break;
+                    }
+                }
+                for (int p = 0; p < Pages; p++)
+                {
+                    var placement = region.ExplainPlacement((ulong)p * Page);
+                    if (placement.Node?.Id != node[p])
+                        throw new InvalidOperationException($"after {step}: page {p} on {placement.Node?.Id}, model {node[p]}: {placement}");
+                    if (node[p] is null ? placement.Target.Id != target[p] : placement.Reason != reason[p])
+                        throw new InvalidOperationException($"after {step}: page {p} {placement.Reason} → {placement.Target.Id}, model {reason[p]} → {target[p]}: {placement}");
+                    if (node[p] is not null && region.AsSpan((ulong)p * Page, (int)Page).IndexOfAnyExcept(value[p]) >= 0)
+                        throw new InvalidOperationException($"after {step}: page {p} lost its data");
+                }
+                for (int p = 0; p < Pages; p++)
+                    if (node[p] is int on)
+                    {
+                        coverage.Add(reason[p].ToString());
+                        if (Exclusive(on)) coverage.Add("exclusive node");
+                    }
+                for (int id = 1; id < n; id++)
+                    if (nodes[id].GetUsage().UsedBytes != (ulong)node.Count(x => x == id) * Page)
+                        throw new InvalidOperationException($"after {step}: node {id} uses {nodes[id].GetUsage().UsedBytes / Page}, model {node.Count(x => x == id)}");
+            }
+        }
+        catch (Exception e) when (e is not InvalidOperationException || e.Message.StartsWith("after") == false)
+        {
+            throw new InvalidOperationException($"{scenario}: {e.Message}", e);
+        }
+        finally
+        {
+            foreach (var lease in leases) lease.Dispose();
+        }
+    }
+}
