@@ -29,6 +29,7 @@ internal static unsafe partial class QuickMode
         figures.AddRange(CopyEngineFigures());
         figures.AddRange(MetricsOverhead(distributions));
         figures.AddRange(Allocators());
+        figures.AddRange(PolicyFigures());
         var sizes = MigrationBySize();
         // Last and on a thread of its own: it pins CPUs, and threads created meanwhile inherit the mask.
         var latency = new List<Figure>();

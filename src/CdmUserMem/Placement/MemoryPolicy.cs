@@ -38,7 +38,8 @@ public sealed class MemoryPolicy
     /// <summary>The nodes the policy names, in the order given; empty for <see cref="Default"/>.</summary>
     public IReadOnlyList<MemoryNode> Nodes { get; }
 
-    /// <summary>Pages per round for each of <see cref="Nodes"/> (1 each but for a weighted interleave).</summary>
+    /// <summary>Consecutive pages each of <see cref="Nodes"/> takes per round of an interleave (1 but for a
+    /// weighted interleave or an interleave in units).</summary>
     public IReadOnlyList<int> Weights { get; }
 
     /// <summary>The region's own placement node, falling back by distance.</summary>
@@ -56,6 +57,22 @@ public sealed class MemoryPolicy
 
     /// <summary>Page i of the region on nodes[i % n]; a full node's page falls back to the next named node with room.</summary>
     public static MemoryPolicy Interleave(params MemoryNode[] nodes) => Many(MemoryPolicyKind.Interleave, nodes);
+
+    /// <summary>
+    /// Interleave in units of <paramref name="pagesPerNode"/> consecutive pages (Linux interleaves a
+    /// transparent huge page whole, 512 pages, for the same reason): each unit's first touch is one native
+    /// move of up to that many frames, where a per-page interleave pays one per page.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Units of under 1 page, or rounds over <see cref="MaxInterleaveRound"/> pages.</exception>
+    public static MemoryPolicy Interleave(int pagesPerNode, params MemoryNode[] nodes)
+    {
+        var policy = Many(MemoryPolicyKind.Interleave, nodes);
+        ArgumentOutOfRangeException.ThrowIfLessThan(pagesPerNode, 1);
+        if ((long)pagesPerNode * nodes.Length > MaxInterleaveRound)
+            throw new ArgumentOutOfRangeException(nameof(pagesPerNode), pagesPerNode,
+                $"{nodes.Length} nodes of {pagesPerNode} pages make a round over {MaxInterleaveRound} pages.");
+        return new MemoryPolicy(MemoryPolicyKind.Interleave, (MemoryNode[])policy.Nodes, Enumerable.Repeat(pagesPerNode, nodes.Length).ToArray());
+    }
 
     /// <summary>Interleave by weight: each round gives a node as many consecutive pages as its weight.</summary>
     /// <exception cref="ArgumentException">No weights, a weight below 1, a node twice, or a round over
@@ -103,6 +120,7 @@ public sealed class MemoryPolicy
     public override string ToString() => Kind switch
     {
         MemoryPolicyKind.Default => "Default",
+        MemoryPolicyKind.Interleave when Weights[0] > 1 => $"Interleave({string.Join(", ", Nodes.Select(n => n.Name))}; {Weights[0]} pages a node)",
         MemoryPolicyKind.WeightedInterleave => $"WeightedInterleave({string.Join(", ", Nodes.Select((n, i) => $"{n.Name}:{Weights[i]}"))})",
         _ => $"{Kind}({string.Join(", ", Nodes.Select(n => n.Name))})",
     };

@@ -1,0 +1,76 @@
+namespace CdmUserMem.Benchmarks.Quick;
+
+internal static unsafe partial class QuickMode
+{
+    /// <summary>
+    /// The memory model's costs: a first-touch sweep under an interleave policy against the same sweep placed
+    /// on one node; the same sweep under a range policy against a region placed there by default (the policy
+    /// lookup); and the drain of a full 256 MiB node on unplug against 2 MiB device-to-host migrations in the
+    /// same system. Sweeps alternate in pairs, so drift hits both.
+    /// </summary>
+    private static List<Figure> PolicyFigures()
+    {
+        const ulong SweepSize = 16 * MiB, DrainSize = 256 * MiB, Piece = 2 * MiB;
+        const int Pairs = 15;
+        var interleaved = new List<double>();
+        var interleavedByPage = new List<double>();
+        var oneNode = new List<double>();
+        var withPolicy = new List<double>();
+        var plain = new List<double>();
+        var figures = new List<Figure>();
+        using (var system = MemorySystem.Create())
+        {
+            var near = system.AddCoherentDeviceNode("interleave-a", SweepSize);
+            var far = system.AddCoherentDeviceNode("interleave-b", SweepSize);
+            double Sweep(Action<Region>? policy, MemoryNode placement)
+            {
+                using var region = system.Reserve(SweepSize, new RegionOptions { Placement = placement });
+                policy?.Invoke(region);
+                return SweepSize / Page / Sampler.Time(() => QuickMode.Sweep((byte*)region.Pointer, SweepSize));
+            }
+            for (int pair = 0; pair < Pairs; pair++)
+            {
+                bool first = pair % 2 == 0;
+                for (int k = 0; k < 2; k++, first = !first)
+                {
+                    if (first)
+                    {
+                        interleaved.Add(Sweep(r => r.SetPolicy(MemoryPolicy.Interleave(16, near, far)), system.Host));
+                        interleavedByPage.Add(Sweep(r => r.SetPolicy(MemoryPolicy.Interleave(near, far)), system.Host));
+                    }
+                    else oneNode.Add(Sweep(null, near));
+                }
+                first = pair % 2 == 0;
+                for (int k = 0; k < 2; k++, first = !first)
+                {
+                    if (first) withPolicy.Add(Sweep(r => r.SetPolicy(0, SweepSize / 2, MemoryPolicy.Preferred(near)), near));
+                    else plain.Add(Sweep(null, near));
+                }
+            }
+        }
+        figures.Add(new Figure("first-touch sweep under Interleave(16 pages, a, b)", "pages/s", Sampler.Median(interleaved), "the same sweep on one node",
+            Sampler.Median(oneNode), HigherIsBetter: true, TargetRatio: 0.9, Pairs,
+            PairedRatio: Sampler.Median(interleaved.Zip(oneNode, (a, b) => a / b))));
+        figures.Add(new Figure("first-touch sweep under Interleave(a, b), page by page", "pages/s", Sampler.Median(interleavedByPage),
+            "the same sweep on one node", Sampler.Median(oneNode), HigherIsBetter: true, TargetRatio: null, Pairs,
+            PairedRatio: Sampler.Median(interleavedByPage.Zip(oneNode, (a, b) => a / b))));
+        figures.Add(new Figure("first-touch sweep with a range policy (lookup)", "µs/page", 1e6 / Sampler.Median(withPolicy),
+            "the same sweep placed by default", 1e6 / Sampler.Median(plain), HigherIsBetter: false, TargetRatio: 1.1, Pairs,
+            PairedRatio: Sampler.Median(plain.Zip(withPolicy, (a, b) => a / b))));
+
+        using (var system = MemorySystem.Create())
+        {
+            var (region, device) = Migratable(system, DrainSize, "drain-device");
+            using var _ = region;
+            var pieces = new List<double>();
+            region.Migrate(0, DrainSize, device);
+            for (ulong o = 0; o < DrainSize; o += Piece)
+                pieces.Add(Piece / Sampler.Time(() => region.Migrate(o, Piece, system.Host)) / 1e9);
+            region.Migrate(0, DrainSize, device);
+            double drain = DrainSize / Sampler.Time(() => system.RemoveNode(device)) / 1e9;
+            figures.Add(new Figure("drain of a 256 MiB node on unplug", "GB/s", drain, "2 MiB device-to-host migrations", Sampler.Median(pieces),
+                HigherIsBetter: true, TargetRatio: 0.7, 1));
+        }
+        return figures;
+    }
+}
