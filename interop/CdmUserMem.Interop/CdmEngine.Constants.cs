@@ -62,6 +62,7 @@ internal enum CdmWhy
     Migrated = 4,
     Rebalanced = 5,
     Drained = 6,
+    Demoted = 7,
 }
 
 /// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>

@@ -24,6 +24,10 @@ internal static unsafe partial class CdmEngine
     public static partial int MigrateBatchWhy(nint region, ulong firstPage, ulong pageCount, int target, uint busyRetries, nint reservation,
                                               int why, uint rule, byte* outcomes);
 
+    /// <summary>Demotes a node's least recently placed pages in the background while over high frames, down to low; high 0: off.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_node_set_pressure")]
+    public static partial int NodeSetPressure(EngineSafeHandle engine, int node, ulong highFrames, ulong lowFrames, sbyte* order, uint orderLength);
+
     /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
     public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);

@@ -28,4 +28,5 @@ internal struct CdmStats
     public ulong MigrateNsAttach;
     public ulong MigrateNsRelease;
     public ulong PagesUnshared;
+    public ulong PagesDemoted;
 }

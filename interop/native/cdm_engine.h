@@ -56,6 +56,7 @@ enum cdm_why {
     CDM_WHY_MIGRATED = 4,    /* an explicit migration */
     CDM_WHY_REBALANCED = 5,  /* a rebalance applying its rule */
     CDM_WHY_DRAINED = 6,     /* moved off a node being unplugged */
+    CDM_WHY_DEMOTED = 7,     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -117,6 +118,7 @@ typedef struct cdm_stats {
     uint64_t migrate_ns_attach;
     uint64_t migrate_ns_release;
     uint64_t pages_unshared;        /* copy-on-write sharing with a forked child broken so the page could move */
+    uint64_t pages_demoted;         /* moved off nodes over their high watermark */
 } cdm_stats;
 
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t flags, cdm_engine **out,
@@ -180,6 +182,12 @@ int cdm_migrate_batch_why(cdm_region *r, uint64_t first_page, uint64_t page_coun
  * left, *left_pages says how many and *blocked_addr the first blocked page's address. */
 int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t order_len, uint64_t *left_pages,
                    uint64_t *blocked_addr);
+
+/* Pressure: while more than high_frames of the node are in use (or an allocation there comes up short), a
+ * background thread demotes its least recently placed unpinned pages to the first node of order with room,
+ * until low_frames are in use. high_frames 0 turns it off. */
+int cdm_node_set_pressure(cdm_engine *e, int32_t node, uint64_t high_frames, uint64_t low_frames, const int8_t *order,
+                          uint32_t order_len);
 
 uint32_t cdm_abi_sizeof_stats(void);
 /* "NAME=VALUE;..." for every constant above, for the ABI test. */

@@ -71,6 +71,8 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     pthread_mutex_init(&e->ahead.lock, NULL);
     pthread_cond_init(&e->ahead.wake, NULL);
     pthread_mutex_init(&e->spares.lock, NULL);
+    pthread_mutex_init(&e->pressure.lock, NULL);
+    pthread_cond_init(&e->pressure.wake, NULL);
     e->spares.cap = SPARE_CAP;
     int fd = uffd_open(flags, mode, missing_features);
     if (fd < 0) {
@@ -141,6 +143,7 @@ void cdm_engine_destroy(cdm_engine *e) {
         while (write(e->stop_fd, &one, sizeof one) < 0 && errno == EINTR) {}
         pthread_join(e->thread, NULL);
         stop_readahead(e);
+        pressure_stop(e);
         channels_stop(&e->copy);
     }
     for (int i = 1; i < atomic_load(&e->node_count); i++) {
@@ -174,6 +177,7 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->migrate_ns_attach = e->st.ns_attach;
     o->migrate_ns_release = e->st.ns_release;
     o->pages_unshared = e->st.unshared;
+    o->pages_demoted = e->st.demoted;
 }
 
 /* Bytes in a cgroup v2 memory file of this process's group, or UINT64_MAX ("max", or unreadable). */
@@ -300,7 +304,7 @@ const char *cdm_abi_describe(void) {
              "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
              "CDM_MAX_PLANS=%d;CDM_MAX_RULE=%d;CDM_E_PLAN_LIMIT=%d;CDM_E_NO_ROOM=%d;CDM_WHY_UNTOUCHED=%d;"
              "CDM_WHY_TARGET=%d;CDM_WHY_FALLBACK=%d;CDM_WHY_LAST_RESORT=%d;CDM_WHY_MIGRATED=%d;CDM_WHY_REBALANCED=%d;"
-             "CDM_WHY_DRAINED=%d;sizeof(cdm_stats)=%zu",
+             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
              CDM_MODE_USER_ONLY, CDM_MODE_DEV_USERFAULTFD, CDM_MODE_LOCKED, (unsigned long long)CDM_UFFD_FEATURE_MOVE,
@@ -313,6 +317,6 @@ const char *cdm_abi_describe(void) {
              CDM_HEAP_CLASSES, (unsigned long long)CDM_HEAP_HUGE_DEFAULT, CDM_HEAP_MAX, CDM_HEAP_CHECKED,
              sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), CDM_MAX_PLANS, CDM_MAX_RULE,
              CDM_E_PLAN_LIMIT, CDM_E_NO_ROOM, CDM_WHY_UNTOUCHED, CDM_WHY_TARGET, CDM_WHY_FALLBACK, CDM_WHY_LAST_RESORT,
-             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, sizeof(cdm_stats));
+             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, sizeof(cdm_stats));
     return text;
 }

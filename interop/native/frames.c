@@ -55,10 +55,12 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, 
     uint64_t start = 0, n = 0;
     /* A reservation spends its own promise; everyone else may use only frames nobody was promised. */
     uint64_t allowed = p->offline ? 0 : res ? atomic_load(&res->left) : p->frames - p->used - p->reserved;
+    bool short_of_room = want > allowed;
     if (want > allowed) want = allowed;
     if (want == 0) {
         pthread_mutex_unlock(&p->lock);
         *got = 0;
+        if (short_of_room && p->high && p->kick) pressure_kick(p->kick);
         return 0;
     }
     if (hint < p->frames) n = free_run(p, hint, want);
@@ -83,7 +85,9 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, 
         atomic_fetch_sub(&res->left, n);
     }
     if (n) p->cursor = (start + n == p->frames) ? 0 : start + n;
+    bool kick = p->high && p->kick && (short_of_room || n < want || p->used > p->high);
     pthread_mutex_unlock(&p->lock);
+    if (kick) pressure_kick(p->kick);
     *got = n;
     return start;
 }

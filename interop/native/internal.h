@@ -50,6 +50,8 @@ typedef struct frame_pool {
     uint64_t reserved; /* free frames promised to reservations */
     uint64_t cursor;   /* next-fit start */
     bool offline;      /* being drained or unplugged: nothing new is placed here */
+    uint64_t high;     /* pressure: above this many frames in use, or when an allocation comes up short, */
+    struct cdm_engine *kick; /* ... kick this engine's demotion thread (0 / NULL: no pressure) */
 } frame_pool;
 
 /* A fallback order: the nodes a first touch tries after its target, nearest first. */
@@ -71,6 +73,10 @@ typedef struct device_node {
     uint64_t capacity;
     frame_pool pool;
     bool pinned;
+    /* Pressure, under engine.pressure.lock: demote down to low frames, to the first of order with room. */
+    uint64_t low;
+    uint32_t order_len;
+    int8_t order[CDM_MAX_NODES + 1];
 } device_node;
 
 struct cdm_region {
@@ -80,6 +86,7 @@ struct cdm_region {
     uint64_t pages;
     _Atomic uint64_t *pt; /* page-state table */
     _Atomic uint32_t *why; /* per page: how it got where it is (WHY_MAKE); after pt in the same mapping */
+    _Atomic uint32_t *stamp; /* per page: the engine's placement clock when it was placed; after why */
     int placement;
     _Atomic uint32_t plan; /* fallback order of pages whose EMPTY word names plan 0 */
     uint32_t fault_around;
@@ -137,6 +144,13 @@ struct cdm_engine {
     _Atomic int node_count; /* including the host node 0 */
     placement_plan plans[CDM_MAX_PLANS]; /* interned under nodes_lock; plan 0 is the host alone */
     _Atomic uint32_t plan_count;
+    _Atomic uint32_t placement_clock; /* ticks once a page placed: "least recently placed" is the smallest stamp */
+    struct {
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        pthread_t thread;
+        bool started, stopping, kicked;
+    } pressure;
     uint8_t *staging;       /* slots that hold detached host pages while they are copied */
     uint64_t staging_slots;
     frame_pool staging_pool;
@@ -170,7 +184,7 @@ struct cdm_engine {
     struct {
         _Atomic uint64_t faults_missing, faults_on_migrating, zero_filled, first_touch_device, fallbacks,
             migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
-            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared;
+            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared, demoted;
     } st;
     _Atomic bool record_latency;
     struct {
@@ -238,10 +252,17 @@ static inline int empty_target(const cdm_region *r, uint64_t w) {
 const placement_plan *plan_of(const cdm_region *r, uint64_t empty_word);
 static inline void why_store(cdm_region *r, uint64_t page, uint32_t why) {
     atomic_store_explicit(&r->why[page], why, memory_order_relaxed);
+    atomic_store_explicit(&r->stamp[page], atomic_fetch_add_explicit(&r->engine->placement_clock, 1, memory_order_relaxed),
+                          memory_order_relaxed);
 }
 
+/* pressure.c */
+void pressure_kick(cdm_engine *e);
+void pressure_stop(cdm_engine *e);
+
 /* migrate.c */
-int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+/* from >= 0: only pages resident on that node move; the others report CDM_OUT_ALREADY_THERE. */
+int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, int32_t from, uint32_t busy_retries,
                   cdm_reservation *res, uint32_t why, uint8_t *outcomes);
 
 /* resolve.c */

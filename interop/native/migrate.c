@@ -88,7 +88,7 @@ static void unclaim(cdm_region *r, uint64_t p) {
 }
 
 /* Claims pages and opens runs; returns pages processed (a prefix of the span). */
-static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res,
+static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target, int from, cdm_reservation *res,
                       mig_run *runs, uint32_t *run_count, uint8_t *out) {
     cdm_engine *e = r->engine;
     uint64_t end = first + count, p = first;
@@ -99,7 +99,9 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
         unsigned s = PS_STATE(w);
         uint8_t *o = &out[p - first];
         bool joined = false;
-        if (s == PS_EMPTY) {
+        if (from >= 0 && (s == PS_EMPTY || PS_NODE(w) != from)) {
+            *o = CDM_OUT_ALREADY_THERE; /* asked to move pages off one node only: this one is not there */
+        } else if (s == PS_EMPTY) {
             /* Nothing to copy: record the target so that the first touch lands there. */
             if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, PS_FRAME(w)))) continue; /* its plan and rule stay */
             *o = CDM_OUT_PLACED;
@@ -334,12 +336,12 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, u
 }
 
 /* One step: claim, detach, copy, attach, release. Returns pages processed. */
-static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint32_t why,
+static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int target, int from, cdm_reservation *res, uint32_t why,
                              uint8_t *out) {
     cdm_engine *e = r->engine;
     mig_run runs[RUNS_PER_STEP];
     uint32_t nr;
-    uint64_t processed = claim(r, first, count, target, res, runs, &nr, out);
+    uint64_t processed = claim(r, first, count, target, from, res, runs, &nr, out);
     pthread_rwlock_rdlock(&fork_lock);
     uint64_t t0 = now_ns(), ns_copy = 0, ns_attach = 0;
     for (uint32_t i = 0; i < nr; i++) detach_run(r, &runs[i], out + (runs[i].first_page - first));
@@ -355,15 +357,16 @@ static uint64_t migrate_step(cdm_region *r, uint64_t first, uint64_t count, int 
     return processed;
 }
 
-static void migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, cdm_reservation *res, uint32_t why, uint8_t *out) {
+static void migrate_span(cdm_region *r, uint64_t first, uint64_t count, int target, int from, cdm_reservation *res, uint32_t why,
+                         uint8_t *out) {
     for (uint64_t done = 0; done < count;) {
-        uint64_t n = migrate_step(r, first + done, count - done, target, res, why, out + done);
+        uint64_t n = migrate_step(r, first + done, count - done, target, from, res, why, out + done);
         if (n == 0) sched_yield(); /* staging full with other migrations' pages: they free it within a step */
         done += n;
     }
 }
 
-int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
+int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, int32_t from, uint32_t busy_retries,
                   cdm_reservation *res, uint32_t why, uint8_t *outcomes) {
     cdm_engine *e = r->engine;
     if (engine_forked(e)) return CDM_E_FORKED;
@@ -371,7 +374,7 @@ int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target,
     bool timed = atomic_load_explicit(&e->record_latency, memory_order_relaxed);
     uint64_t started = timed ? now_ns() : 0;
     memset(outcomes, CDM_OUT_NONE, count);
-    migrate_span(r, first, count, target, res, why, outcomes);
+    migrate_span(r, first, count, target, from, res, why, outcomes);
     for (uint32_t attempt = 0; attempt < busy_retries; attempt++) {
         bool any = false;
         for (uint64_t i = 0; i < count;) {
@@ -379,7 +382,7 @@ int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target,
             uint64_t j = i;
             while (j < count && outcomes[j] == CDM_OUT_BUSY) j++;
             if (attempt > 0) sched_yield(); /* let the filler or the other migration finish */
-            migrate_span(r, first + i, j - i, target, res, why, outcomes + i);
+            migrate_span(r, first + i, j - i, target, from, res, why, outcomes + i);
             any = true;
             i = j;
         }
@@ -391,11 +394,11 @@ int migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target,
 
 int cdm_migrate_batch(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
                       cdm_reservation *res, uint8_t *outcomes) {
-    return migrate_batch(r, first, count, target, busy_retries, res, WHY_MAKE(CDM_WHY_MIGRATED, 0), outcomes);
+    return migrate_batch(r, first, count, target, -1, busy_retries, res, WHY_MAKE(CDM_WHY_MIGRATED, 0), outcomes);
 }
 
 int cdm_migrate_batch_why(cdm_region *r, uint64_t first, uint64_t count, int32_t target, uint32_t busy_retries,
                           cdm_reservation *res, int32_t why, uint32_t rule, uint8_t *outcomes) {
     if ((why != CDM_WHY_MIGRATED && why != CDM_WHY_REBALANCED) || rule > CDM_MAX_RULE) return -EINVAL;
-    return migrate_batch(r, first, count, target, busy_retries, res, WHY_MAKE(why, rule), outcomes);
+    return migrate_batch(r, first, count, target, -1, busy_retries, res, WHY_MAKE(why, rule), outcomes);
 }

@@ -121,7 +121,7 @@ static void drain_span(cdm_region *r, uint64_t first, uint64_t count, int node, 
                 if (PS_STATE(wj) == PS_EMPTY || PS_NODE(wj) != node) break;
                 j++;
             }
-            if (migrate_batch(r, first + i, j - i, order[t], 4, NULL, WHY_MAKE(CDM_WHY_DRAINED, 0), out) < 0) return;
+            if (migrate_batch(r, first + i, j - i, order[t], node, 4, NULL, WHY_MAKE(CDM_WHY_DRAINED, 0), out) < 0) return;
             for (uint64_t k = 0; k < j - i; k++) {
                 last[i + k] = out[k];
                 if (out[k] == CDM_OUT_MIGRATED) pass->moved++;

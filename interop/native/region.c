@@ -8,10 +8,10 @@
 #include <unistd.h>
 #include "internal.h"
 
-/* Mappings a region holds: its range and its page tables (states, then placement records). */
+/* Mappings a region holds: its range and its page tables (states, placement records, placement stamps). */
 #define REGION_MAPPINGS 2
 
-static uint64_t tables_bytes(uint64_t pages) { return pages * (sizeof(uint64_t) + sizeof(uint32_t)); }
+static uint64_t tables_bytes(uint64_t pages) { return pages * (sizeof(uint64_t) + 2 * sizeof(uint32_t)); }
 
 bool budget_take(cdm_engine *e, int64_t delta) {
     uint64_t cur = atomic_load(&e->mappings_in_use);
@@ -104,6 +104,7 @@ int cdm_region_create(cdm_engine *e, uint64_t size, int32_t placement, uint32_t 
     r->pt = sys_mmap(e, tables_bytes(r->pages), 0);
     if (r->pt == MAP_FAILED) { rc = -errno; goto fail; }
     r->why = (_Atomic uint32_t *)(r->pt + r->pages);
+    r->stamp = r->why + r->pages;
     /* 4 KiB pages: the engine fills and moves single pages, and a THP would be split by the first. */
     if ((rc = sys_madvise(e, r->base, size, MADV_NOHUGEPAGE)) < 0) goto fail;
     if (e->locked && (rc = sys_lock_on_fault(e, r->base, size)) < 0) goto fail;

@@ -62,6 +62,45 @@ public sealed class MemoryNode
 
     internal void MarkRemoved() => _removed = true;
 
+    private NodeWatermarks? _watermarks;
+
+    /// <summary>The pressure watermarks, or null while pressure is off (the default).</summary>
+    public NodeWatermarks? Watermarks => _watermarks;
+
+    /// <summary>
+    /// Turns pressure (oversubscription handling) on: while more than <paramref name="high"/> of the node is in
+    /// use, or when a first touch or migration finds it full, a background thread demotes its coldest pages
+    /// to the next node by distance (<see cref="MemoryTopology.FallbackOrder"/>, taken now: never an exclusive
+    /// node) until <paramref name="low"/> is in use. Cold means least recently placed: first touched or
+    /// migrated there longest ago (the engine tracks no access hotness). Pinned pages never move.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The host node, or a removed node.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Not 0 &lt; low &lt; high ≤ 1.</exception>
+    public unsafe void EnablePressure(double high = 0.9, double low = 0.7)
+    {
+        if (Kind == MemoryNodeKind.Host) throw new InvalidOperationException("The host node is unbounded: it has no pressure to relieve.");
+        if (!IsOnline) throw new InvalidOperationException($"Node '{Name}' was removed.");
+        if (!(high > 0 && high <= 1)) throw new ArgumentOutOfRangeException(nameof(high), high, "The high watermark is a fraction in (0, 1].");
+        if (!(low >= 0 && low < high)) throw new ArgumentOutOfRangeException(nameof(low), low, "The low watermark is a fraction below the high one.");
+        ulong frames = CapacityBytes / CdmEngine.PageSize;
+        ulong highFrames = Math.Max(1, (ulong)(frames * high)), lowFrames = Math.Min((ulong)(frames * low), highFrames - 1);
+        var order = System.Topology.FallbackOrder(this);
+        sbyte* ids = stackalloc sbyte[order.Count];
+        for (int i = 0; i < order.Count; i++) ids[i] = (sbyte)order[i].Id;
+        int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, highFrames, lowFrames, ids, (uint)order.Count);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure on for node '{Name}'");
+        _watermarks = new NodeWatermarks(high, low, order);
+    }
+
+    /// <summary>Turns pressure off: nothing is demoted any more.</summary>
+    public unsafe void DisablePressure()
+    {
+        if (Kind == MemoryNodeKind.Host) return;
+        int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, 0, 0, null, 0);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure off for node '{Name}'");
+        _watermarks = null;
+    }
+
     /// <summary>Whether the arena is locked in RAM with mlock (see <see cref="MemorySystem.IsMemoryLocked"/>).</summary>
     public bool IsPinned { get; }
 
@@ -78,3 +117,6 @@ public sealed class MemoryNode
 
     public override string ToString() => Name;
 }
+
+/// <summary>A node's pressure watermarks (fractions of its capacity) and where it demotes to.</summary>
+public sealed record NodeWatermarks(double High, double Low, IReadOnlyList<MemoryNode> DemotionOrder);

@@ -49,6 +49,9 @@ public readonly record struct MemoryStatistics
     /// a migration broke, as a write would, so they could move; the child keeps its own copy.</summary>
     public ulong PagesUnshared { get; init; }
 
+    /// <summary>Pages demoted off nodes over their high watermark (<see cref="MemoryNode.EnablePressure"/>).</summary>
+    public ulong PagesDemoted { get; init; }
+
     /// <summary>Resident pages the application discarded (madvise MADV_DONTNEED) and touched again: zeros.</summary>
     public ulong PagesRefilled { get; init; }
 

@@ -279,6 +279,7 @@ public sealed partial class MemorySystem : IDisposable
             PagesRefusedPinned = s.PagesRefusedPinned,
             PagesRefusedShared = s.PagesRefusedShared,
             PagesUnshared = s.PagesUnshared,
+            PagesDemoted = s.PagesDemoted,
             PagesRefilled = s.PagesRefilled,
             FillErrors = s.FillErrors,
             FaultLoopErrors = s.FaultLoopErrors,

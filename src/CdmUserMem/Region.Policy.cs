@@ -86,10 +86,11 @@ public sealed unsafe partial class Region
             CdmWhy.LastResort => PlacementReason.LastResort,
             CdmWhy.Migrated => PlacementReason.Migrated,
             CdmWhy.Rebalanced => PlacementReason.Rebalanced,
+            CdmWhy.Demoted => PlacementReason.Demoted,
             _ => PlacementReason.Drained,
         };
         // An explicit migration or a drain names no rule: the page's policy is the one that applies now.
-        var rule = reason is PlacementReason.Migrated or PlacementReason.Drained ? RuleOf(page) : RuleById(ruleId);
+        var rule = reason is PlacementReason.Migrated or PlacementReason.Drained or PlacementReason.Demoted ? RuleOf(page) : RuleById(ruleId);
         var node = System.NodeById(nodeId);
         var target = reason == PlacementReason.Untouched ? node : rule.TargetOf(page);
         string where = $"page at offset {offset} of region 0x{Pointer:x}";
@@ -108,6 +109,8 @@ public sealed unsafe partial class Region
             PlacementReason.LastResort => $"{where} is on the host as a last resort: at first touch no node of its order ('{target.Name}', {order}) had room; {ruleText}",
             PlacementReason.Migrated => $"{where} is on '{node.Name}', moved there by an explicit migration; the policy now is {ruleText}",
             PlacementReason.Rebalanced => $"{where} is on '{node.Name}', moved there by a rebalance applying {ruleText}",
+            PlacementReason.Demoted => $"{where} is on '{node.Name}', demoted there by pressure (its node was over its high watermark and it " +
+                                       $"was among the least recently placed pages there); the policy now is {ruleText}",
             _ => $"{where} is on '{node.Name}', drained there when its node was removed; the policy now is {ruleText}",
         };
         if (state == 1) text += " (being filled now)";

@@ -18,6 +18,9 @@ public enum PlacementReason
     Rebalanced,
     /// <summary>Moved here when the node it was on was removed (<see cref="MemorySystem.RemoveNode"/>).</summary>
     Drained,
+    /// <summary>Demoted here by pressure: the node it was on was over its high watermark and it was among the
+    /// least recently placed pages there (<see cref="MemoryNode.EnablePressure"/>).</summary>
+    Demoted,
 }
 
 /// <summary>

@@ -47,8 +47,10 @@ internal static class MemoryMetrics
             Measure(s.PagesRefusedShared, t, "reason", "shared"),
             Measure(s.MappingBudgetRefusals, t, "reason", "mapping_budget"),
         ]), "{refusal}", "Migrations refused (pages pinned or shared with a child) and mapping-budget refusals.");
+        s_meter.CreateObservableCounter("cdmusermem.pages.demoted", () => Each(static (s, t) =>
+            [Measure(s.PagesDemoted, t)]), "{page}", "Pages demoted off device nodes over their high watermark.");
         s_meter.CreateObservableCounter("cdmusermem.first_touch.fallbacks", () => Each(static (s, t) =>
-            [Measure(s.FirstTouchFallbacks, t)]), "{page}", "First touches placed on a device that landed on the host.");
+            [Measure(s.FirstTouchFallbacks, t)]), "{page}", "First touches that landed on another node than their target (it had no room).");
         s_meter.CreateObservableGauge("cdmusermem.mappings.in_use", () => Each(static (s, t) =>
             [Measure(s.MappingsInUse, t)]), "{mapping}", "Mappings (VMAs) the memory system holds.");
         s_meter.CreateObservableGauge("cdmusermem.node.used", () => EachNode(static u => u.UsedBytes),
