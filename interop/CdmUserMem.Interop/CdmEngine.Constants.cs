@@ -63,6 +63,7 @@ internal enum CdmWhy
     Rebalanced = 5,
     Drained = 6,
     Demoted = 7,
+    Compacted = 8,
 }
 
 /// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>

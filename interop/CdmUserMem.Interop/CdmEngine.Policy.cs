@@ -28,6 +28,14 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_set_pressure")]
     public static partial int NodeSetPressure(EngineSafeHandle engine, int node, ulong highFrames, ulong lowFrames, sbyte* order, uint orderLength);
 
+    /// <summary>Reserves contiguous frames of a device node, compacting a window when none is free.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_extent_reserve")]
+    public static partial int ExtentReserve(EngineSafeHandle engine, int node, ulong frames, sbyte* order, uint orderLength, ulong address,
+                                            out nint extent, out ulong firstFrame, out ulong mapped, ulong* blocked, ref uint blockedCount);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_extent_release")]
+    public static partial void ExtentRelease(nint extent);
+
     /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
     public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);

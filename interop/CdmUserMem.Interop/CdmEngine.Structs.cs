@@ -29,4 +29,5 @@ internal struct CdmStats
     public ulong MigrateNsRelease;
     public ulong PagesUnshared;
     public ulong PagesDemoted;
+    public ulong PagesCompacted;
 }

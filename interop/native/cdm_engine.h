@@ -56,7 +56,8 @@ enum cdm_why {
     CDM_WHY_MIGRATED = 4,    /* an explicit migration */
     CDM_WHY_REBALANCED = 5,  /* a rebalance applying its rule */
     CDM_WHY_DRAINED = 6,     /* moved off a node being unplugged */
-    CDM_WHY_DEMOTED = 7,     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
+    CDM_WHY_DEMOTED = 7,
+    CDM_WHY_COMPACTED = 8,   /* moved off frames a contiguous reservation needed */     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -94,6 +95,7 @@ enum cdm_latency {
 typedef struct cdm_engine cdm_engine;
 typedef struct cdm_region cdm_region;
 typedef struct cdm_reservation cdm_reservation;
+typedef struct cdm_extent cdm_extent;
 
 typedef struct cdm_stats {
     uint64_t faults_missing;        /* first-touch faults served */
@@ -119,6 +121,7 @@ typedef struct cdm_stats {
     uint64_t migrate_ns_release;
     uint64_t pages_unshared;        /* copy-on-write sharing with a forked child broken so the page could move */
     uint64_t pages_demoted;         /* moved off nodes over their high watermark */
+    uint64_t pages_compacted;       /* moved off frames contiguous reservations needed */
 } cdm_stats;
 
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t flags, cdm_engine **out,
@@ -179,7 +182,8 @@ int cdm_migrate_batch_why(cdm_region *r, uint64_t first_page, uint64_t page_coun
 /* Hot-unplug: takes the node offline (nothing new lands there), migrates every page of every region off it
  * to the first node of order with room, and on success discards the arena (the node stays offline). When
  * pages cannot move (pinned: CDM_E_PINNED; no room: CDM_E_NO_ROOM) the node comes back online with what is
- * left, *left_pages says how many and *blocked_addr the first blocked page's address. */
+ * left, *left_pages says how many and *blocked_addr the first blocked page's address. A node holding
+ * contiguous reservations is refused at once (-EBUSY, *left_pages their frames). */
 int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t order_len, uint64_t *left_pages,
                    uint64_t *blocked_addr);
 
@@ -188,6 +192,16 @@ int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t or
  * until low_frames are in use. high_frames 0 turns it off. */
 int cdm_node_set_pressure(cdm_engine *e, int32_t node, uint64_t high_frames, uint64_t low_frames, const int8_t *order,
                           uint32_t order_len);
+
+/* Contiguous reservations (CMA-like): frames [*first_frame, +frames) of a device node for explicit use,
+ * never used by placement. When no window of free frames exists, the window with the fewest movable pages
+ * is compacted: its pages move to other frames of the node, else to the first node of order with room. At
+ * address 0 the extent is used where it lies in the arena (*mapped); otherwise its frames are moved into a
+ * new mapping at exactly that address. Pinned pages in every window: CDM_E_PINNED, with up to
+ * *blocked_count (in: room in blocked) of their addresses. No window at all (other extents): -ENOSPC. */
+int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_t *order, uint32_t order_len, uint64_t address,
+                       cdm_extent **out, uint64_t *first_frame, uint64_t *mapped, uint64_t *blocked, uint32_t *blocked_count);
+void cdm_extent_release(cdm_extent *x);
 
 uint32_t cdm_abi_sizeof_stats(void);
 /* "NAME=VALUE;..." for every constant above, for the ABI test. */

@@ -68,6 +68,7 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     e->uffd = e->stop_fd = e->pagemap_fd = -1;
     pthread_rwlock_init(&e->regions_lock, NULL);
     pthread_mutex_init(&e->nodes_lock, NULL);
+    pthread_mutex_init(&e->compaction_lock, NULL);
     pthread_mutex_init(&e->ahead.lock, NULL);
     pthread_cond_init(&e->ahead.wake, NULL);
     pthread_mutex_init(&e->spares.lock, NULL);
@@ -178,6 +179,7 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->migrate_ns_release = e->st.ns_release;
     o->pages_unshared = e->st.unshared;
     o->pages_demoted = e->st.demoted;
+    o->pages_compacted = e->st.compacted;
 }
 
 /* Bytes in a cgroup v2 memory file of this process's group, or UINT64_MAX ("max", or unreadable). */
@@ -304,7 +306,7 @@ const char *cdm_abi_describe(void) {
              "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
              "CDM_MAX_PLANS=%d;CDM_MAX_RULE=%d;CDM_E_PLAN_LIMIT=%d;CDM_E_NO_ROOM=%d;CDM_WHY_UNTOUCHED=%d;"
              "CDM_WHY_TARGET=%d;CDM_WHY_FALLBACK=%d;CDM_WHY_LAST_RESORT=%d;CDM_WHY_MIGRATED=%d;CDM_WHY_REBALANCED=%d;"
-             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;sizeof(cdm_stats)=%zu",
+             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;CDM_WHY_COMPACTED=%d;sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
              CDM_MODE_USER_ONLY, CDM_MODE_DEV_USERFAULTFD, CDM_MODE_LOCKED, (unsigned long long)CDM_UFFD_FEATURE_MOVE,
@@ -317,6 +319,6 @@ const char *cdm_abi_describe(void) {
              CDM_HEAP_CLASSES, (unsigned long long)CDM_HEAP_HUGE_DEFAULT, CDM_HEAP_MAX, CDM_HEAP_CHECKED,
              sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), CDM_MAX_PLANS, CDM_MAX_RULE,
              CDM_E_PLAN_LIMIT, CDM_E_NO_ROOM, CDM_WHY_UNTOUCHED, CDM_WHY_TARGET, CDM_WHY_FALLBACK, CDM_WHY_LAST_RESORT,
-             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, sizeof(cdm_stats));
+             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, CDM_WHY_COMPACTED, sizeof(cdm_stats));
     return text;
 }

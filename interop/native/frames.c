@@ -92,10 +92,24 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, 
     return start;
 }
 
+/* Frees frames, but for those a compaction holds: they stay taken, now the extent's. Caller holds the lock. */
+static void free_locked(frame_pool *p, uint64_t start, uint64_t count) {
+    for (uint64_t k = 0; k < count; k++) {
+        uint64_t f = start + k;
+        if (p->held_map && pool_in_hold(p, f)) {
+            uint64_t i = f - p->hold_start;
+            p->held_map[i >> 6] |= 1ull << (i & 63);
+            p->held++;
+            continue;
+        }
+        bit_clear(p->bitmap, f);
+        p->used--;
+    }
+}
+
 void pool_free(frame_pool *p, uint64_t start, uint64_t count) {
     pthread_mutex_lock(&p->lock);
-    for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k);
-    p->used -= count;
+    free_locked(p, start, count);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -135,7 +149,7 @@ void pool_give_back(frame_pool *p, uint64_t start, uint64_t count, cdm_reservati
         return;
     }
     pthread_mutex_lock(&p->lock);
-    for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k);
+    for (uint64_t k = 0; k < count; k++) bit_clear(p->bitmap, start + k); /* drawn while the hold was set: never in it */
     p->used -= count;
     p->reserved += count;
     atomic_fetch_add(&res->left, count);

@@ -52,7 +52,17 @@ typedef struct frame_pool {
     bool offline;      /* being drained or unplugged: nothing new is placed here */
     uint64_t high;     /* pressure: above this many frames in use, or when an allocation comes up short, */
     struct cdm_engine *kick; /* ... kick this engine's demotion thread (0 / NULL: no pressure) */
+    /* Compaction: frames of [hold_start, +hold_count) stay taken when freed (held_map), for an extent. */
+    _Atomic uint64_t hold_start, hold_count;
+    uint64_t held;
+    uint64_t *held_map;
+    uint64_t extent_frames; /* frames of this pool in contiguous extents */
 } frame_pool;
+
+static inline bool pool_in_hold(frame_pool *p, uint64_t frame) {
+    return frame - atomic_load_explicit(&p->hold_start, memory_order_relaxed) <
+           atomic_load_explicit(&p->hold_count, memory_order_relaxed);
+}
 
 /* A fallback order: the nodes a first touch tries after its target, nearest first. */
 typedef struct placement_plan {
@@ -140,6 +150,7 @@ struct cdm_engine {
     cdm_region **regions;          /* sorted by base */
     int region_count, region_capacity;
     pthread_mutex_t nodes_lock;
+    pthread_mutex_t compaction_lock; /* one contiguous reservation at a time */
     device_node nodes[CDM_MAX_NODES + 1];
     _Atomic int node_count; /* including the host node 0 */
     placement_plan plans[CDM_MAX_PLANS]; /* interned under nodes_lock; plan 0 is the host alone */
@@ -184,7 +195,7 @@ struct cdm_engine {
     struct {
         _Atomic uint64_t faults_missing, faults_on_migrating, zero_filled, first_touch_device, fallbacks,
             migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
-            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared, demoted;
+            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared, demoted, compacted;
     } st;
     _Atomic bool record_latency;
     struct {

@@ -66,7 +66,8 @@ static uint64_t run_extent(cdm_region *r, uint64_t p, uint64_t end, int target) 
     uint64_t w0 = region_word(r, p), n = 0;
     for (uint64_t q = p; q < end; q++, n++) {
         uint64_t w = region_word(r, q);
-        if (PS_STATE(w) != PS_RESIDENT || PS_PINS(w) || PS_NODE(w) == target || PS_NODE(w) != PS_NODE(w0)) break;
+        if (PS_STATE(w) != PS_RESIDENT || PS_PINS(w) || PS_NODE(w) != PS_NODE(w0)) break;
+        if (PS_NODE(w) == target && !(target != CDM_HOST_NODE && pool_in_hold(&r->engine->nodes[target].pool, PS_FRAME(w)))) break;
         if (PS_NODE(w0) != CDM_HOST_NODE && PS_FRAME(w) != PS_FRAME(w0) + n) break;
     }
     return n;
@@ -105,8 +106,9 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
             /* Nothing to copy: record the target so that the first touch lands there. */
             if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, PS_FRAME(w)))) continue; /* its plan and rule stay */
             *o = CDM_OUT_PLACED;
-        } else if (s == PS_RESIDENT && PS_NODE(w) == target) {
-            *o = CDM_OUT_ALREADY_THERE;
+        } else if (s == PS_RESIDENT && PS_NODE(w) == target &&
+                   !(target != CDM_HOST_NODE && pool_in_hold(&e->nodes[target].pool, PS_FRAME(w)))) {
+            *o = CDM_OUT_ALREADY_THERE; /* (a page on a frame a compaction holds moves to another frame of its node) */
         } else if (s == PS_RESIDENT && PS_PINS(w)) {
             *o = CDM_OUT_PINNED;
             atomic_fetch_add(&e->st.refused_pinned, 1);

@@ -185,6 +185,13 @@ int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t or
     for (uint32_t i = 0; i < order_len; i++)
         if (!node_valid(e, order[i]) || order[i] == node) return -EINVAL;
     device_node *dn = &e->nodes[node];
+    pthread_mutex_lock(&dn->pool.lock);
+    uint64_t extents = dn->pool.extent_frames;
+    pthread_mutex_unlock(&dn->pool.lock);
+    if (extents) {
+        *left_pages = extents;
+        return -EBUSY; /* contiguous reservations are the caller's to release */
+    }
     set_offline(&dn->pool, true);
     drain_pass pass = {0};
     /* Pages in flight towards the node when it went offline land there within one batch: sweep until a

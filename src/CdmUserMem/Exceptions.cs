@@ -92,3 +92,16 @@ public sealed class NodeBusyException : InvalidOperationException
     /// <summary>True when pins held pages back; false when no node had room for them.</summary>
     public bool IsPinned { get; }
 }
+
+/// <summary>
+/// A contiguous reservation could not be made: every window of frames large enough holds pinned pages
+/// (<see cref="PinnedPages"/> names some), which compaction must not move. Nothing was reserved; pages
+/// compaction moved before it found out stay where they went.
+/// </summary>
+public sealed class CompactionBlockedException : InvalidOperationException
+{
+    public CompactionBlockedException(string message, IReadOnlyList<nint> pinnedPages) : base(message) => PinnedPages = pinnedPages;
+
+    /// <summary>Addresses of pinned pages in the window compaction would have used (up to 16).</summary>
+    public IReadOnlyList<nint> PinnedPages { get; }
+}

@@ -92,6 +92,54 @@ public sealed class MemoryNode
         _watermarks = new NodeWatermarks(high, low, order);
     }
 
+    /// <summary>
+    /// Reserves <paramref name="bytes"/> of contiguous frames of this node for explicit use, as CMA does: when
+    /// no free window is that large, the window with the fewest movable pages is compacted (its pages move
+    /// to other frames of the node, else to the next node by distance, keeping their addresses and data).
+    /// Pinned pages block a window; when every window holds some, the call throws and names them. The extent
+    /// is mapped at <paramref name="address"/> when one is given (page-aligned, free), else where it lies in
+    /// the node's arena.
+    /// </summary>
+    /// <exception cref="CompactionBlockedException">Pinned pages in every window; nothing reserved.</exception>
+    /// <exception cref="DeviceCapacityExhaustedException">No window that large (capacity, other reservations).</exception>
+    /// <exception cref="ArgumentException">Not a device node, a removed one, a bad size or address, or an address in use.</exception>
+    public unsafe ContiguousReservation ReserveContiguous(ulong bytes, nint address = 0)
+    {
+        if (Kind == MemoryNodeKind.Host) throw new ArgumentException("The host node has no frames to reserve; reserve on a device node.");
+        if (!IsOnline) throw new ArgumentException($"Node '{Name}' was removed.");
+        if (bytes == 0 || bytes % CdmEngine.PageSize != 0)
+            throw new ArgumentException($"Size must be a positive multiple of the page size ({CdmEngine.PageSize}); got {bytes}.", nameof(bytes));
+        if (address % (nint)CdmEngine.PageSize != 0 || address < 0)
+            throw new ArgumentException($"Address 0x{address:x} is not page-aligned.", nameof(address));
+        var order = System.Topology.FallbackOrder(this);
+        sbyte* ids = stackalloc sbyte[order.Count];
+        for (int i = 0; i < order.Count; i++) ids[i] = (sbyte)order[i].Id;
+        const int Room = 16;
+        ulong* blocked = stackalloc ulong[Room];
+        uint blockedCount = Room;
+        var engine = System.EngineHandle;
+        int rc = CdmEngine.ExtentReserve(engine, Id, bytes / CdmEngine.PageSize, ids, (uint)order.Count, (ulong)address,
+                                         out nint extent, out ulong firstFrame, out ulong mapped, blocked, ref blockedCount);
+        if (rc == CdmEngine.ErrorPinned)
+        {
+            var pages = new nint[blockedCount];
+            for (int i = 0; i < pages.Length; i++) pages[i] = (nint)blocked[i];
+            throw new CompactionBlockedException(
+                $"No {bytes}-byte window of node '{Name}' is free of pinned pages; pinned: {string.Join(", ", pages.Select(p => $"0x{p:x}"))}. " +
+                "Release those pins (or wait for the kernel's I/O on them) and try again; nothing was reserved.", pages);
+        }
+        if (rc == -28) // ENOSPC
+            throw new DeviceCapacityExhaustedException(
+                $"Node '{Name}' has no {bytes}-byte window of frames that compaction could free: its capacity is {CapacityBytes} bytes and " +
+                "other contiguous reservations (or pages in flight) fragment it.");
+        if (rc == -17 || rc == -12 && address != 0) // EEXIST, ENOMEM at a fixed address
+            throw new ArgumentException($"[0x{address:x}, +{bytes}) is not free to map.", nameof(address));
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving {bytes} contiguous bytes of node '{Name}'");
+        var reservation = new ContiguousReservation(this, new ExtentSafeHandle(extent, engine), firstFrame * CdmEngine.PageSize, bytes, (nint)mapped);
+        System.OnReservationCreated(reservation);
+        return reservation;
+    }
+
     /// <summary>Turns pressure off: nothing is demoted any more.</summary>
     public unsafe void DisablePressure()
     {

@@ -52,6 +52,9 @@ public readonly record struct MemoryStatistics
     /// <summary>Pages demoted off nodes over their high watermark (<see cref="MemoryNode.EnablePressure"/>).</summary>
     public ulong PagesDemoted { get; init; }
 
+    /// <summary>Pages moved off frames a contiguous reservation needed (<see cref="MemoryNode.ReserveContiguous"/>).</summary>
+    public ulong PagesCompacted { get; init; }
+
     /// <summary>Resident pages the application discarded (madvise MADV_DONTNEED) and touched again: zeros.</summary>
     public ulong PagesRefilled { get; init; }
 

@@ -30,6 +30,7 @@ public sealed partial class MemorySystem : IDisposable
     private readonly int _ownerProcessId = Environment.ProcessId;
     private volatile MemoryNode[] _nodes;
     private readonly HashSet<Region> _regions = new();
+    private readonly HashSet<ContiguousReservation> _reservations = new();
     private readonly Dictionary<nint, NativeHeap> _heaps = new();
     private readonly Lock _sync = new();
     private volatile bool _disposed;
@@ -280,6 +281,7 @@ public sealed partial class MemorySystem : IDisposable
             PagesRefusedShared = s.PagesRefusedShared,
             PagesUnshared = s.PagesUnshared,
             PagesDemoted = s.PagesDemoted,
+            PagesCompacted = s.PagesCompacted,
             PagesRefilled = s.PagesRefilled,
             FillErrors = s.FillErrors,
             FaultLoopErrors = s.FaultLoopErrors,
@@ -334,6 +336,26 @@ public sealed partial class MemorySystem : IDisposable
         if (!node.IsOnline) throw new ArgumentException($"Node '{node.Name}' was removed; it takes no pages.", paramName);
     }
 
+    internal void OnReservationCreated(ContiguousReservation reservation)
+    {
+        bool disposed;
+        lock (_sync)
+        {
+            disposed = _disposed;
+            if (!disposed) _reservations.Add(reservation);
+        }
+        if (disposed)
+        {
+            reservation.Dispose();
+            throw new ObjectDisposedException(nameof(MemorySystem));
+        }
+    }
+
+    internal void OnReservationDisposed(ContiguousReservation reservation)
+    {
+        lock (_sync) _reservations.Remove(reservation);
+    }
+
     internal void OnRegionDisposed(Region region)
     {
         lock (_sync) _regions.Remove(region);
@@ -353,6 +375,9 @@ public sealed partial class MemorySystem : IDisposable
         NativeHeap[] heaps;
         lock (_sync) heaps = _heaps.Values.ToArray();
         foreach (var heap in heaps) heap.Dispose();
+        ContiguousReservation[] reservations;
+        lock (_sync) reservations = _reservations.ToArray();
+        foreach (var reservation in reservations) reservation.Dispose();
         foreach (var region in regions) region.Dispose();
         _engine.Dispose();
     }

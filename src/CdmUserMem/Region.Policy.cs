@@ -87,10 +87,14 @@ public sealed unsafe partial class Region
             CdmWhy.Migrated => PlacementReason.Migrated,
             CdmWhy.Rebalanced => PlacementReason.Rebalanced,
             CdmWhy.Demoted => PlacementReason.Demoted,
+            CdmWhy.Compacted => PlacementReason.Compacted,
             _ => PlacementReason.Drained,
         };
         // An explicit migration or a drain names no rule: the page's policy is the one that applies now.
-        var rule = reason is PlacementReason.Migrated or PlacementReason.Drained or PlacementReason.Demoted ? RuleOf(page) : RuleById(ruleId);
+        var rule = reason is PlacementReason.Untouched or PlacementReason.PolicyTarget or PlacementReason.Fallback or PlacementReason.LastResort
+                       or PlacementReason.Rebalanced
+            ? RuleById(ruleId)
+            : RuleOf(page);
         var node = System.NodeById(nodeId);
         var target = reason == PlacementReason.Untouched ? node : rule.TargetOf(page);
         string where = $"page at offset {offset} of region 0x{Pointer:x}";
@@ -111,6 +115,7 @@ public sealed unsafe partial class Region
             PlacementReason.Rebalanced => $"{where} is on '{node.Name}', moved there by a rebalance applying {ruleText}",
             PlacementReason.Demoted => $"{where} is on '{node.Name}', demoted there by pressure (its node was over its high watermark and it " +
                                        $"was among the least recently placed pages there); the policy now is {ruleText}",
+            PlacementReason.Compacted => $"{where} is on '{node.Name}', moved there to make room for a contiguous reservation; the policy now is {ruleText}",
             _ => $"{where} is on '{node.Name}', drained there when its node was removed; the policy now is {ruleText}",
         };
         if (state == 1) text += " (being filled now)";

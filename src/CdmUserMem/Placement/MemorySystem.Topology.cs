@@ -39,6 +39,9 @@ public sealed partial class MemorySystem
                     "stays online with them; release them (or make room) and try again.", node, left, (nint)blocked,
                     rc == CdmEngine.ErrorPinned);
             }
+            if (rc == -16) // EBUSY
+                throw new NodeBusyException($"Node '{node.Name}' cannot be removed: {left} of its frames are in contiguous reservations; " +
+                                            "release them first. Nothing was moved.", node, left, 0, pinned: false);
             if (rc < 0) throw NativeErrors.ForErrno(rc, $"draining node '{node.Name}'");
             node.MarkRemoved();
         }

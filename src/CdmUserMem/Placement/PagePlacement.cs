@@ -21,6 +21,8 @@ public enum PlacementReason
     /// <summary>Demoted here by pressure: the node it was on was over its high watermark and it was among the
     /// least recently placed pages there (<see cref="MemoryNode.EnablePressure"/>).</summary>
     Demoted,
+    /// <summary>Moved off a frame a contiguous reservation needed (<see cref="MemoryNode.ReserveContiguous"/>).</summary>
+    Compacted,
 }
 
 /// <summary>

@@ -49,6 +49,8 @@ internal static class MemoryMetrics
         ]), "{refusal}", "Migrations refused (pages pinned or shared with a child) and mapping-budget refusals.");
         s_meter.CreateObservableCounter("cdmusermem.pages.demoted", () => Each(static (s, t) =>
             [Measure(s.PagesDemoted, t)]), "{page}", "Pages demoted off device nodes over their high watermark.");
+        s_meter.CreateObservableCounter("cdmusermem.pages.compacted", () => Each(static (s, t) =>
+            [Measure(s.PagesCompacted, t)]), "{page}", "Pages moved off frames contiguous reservations needed.");
         s_meter.CreateObservableCounter("cdmusermem.first_touch.fallbacks", () => Each(static (s, t) =>
             [Measure(s.FirstTouchFallbacks, t)]), "{page}", "First touches that landed on another node than their target (it had no room).");
         s_meter.CreateObservableGauge("cdmusermem.mappings.in_use", () => Each(static (s, t) =>
