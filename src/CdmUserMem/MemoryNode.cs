@@ -64,6 +64,14 @@ public sealed class MemoryNode
 
     private NodeWatermarks? _watermarks;
 
+    /// <summary>
+    /// Whether a long-term pin (<see cref="Region.PinLongTerm"/>) first migrates the node's pages to the host,
+    /// as the kernel migrates pages out of ZONE_MOVABLE and CMA before a FOLL_LONGTERM pin, so that a pin held
+    /// for a long time never keeps device (or exclusive) memory busy, nor blocks compaction or unplug. Off by
+    /// default; short-term pins (<see cref="Region.Pin"/>) never migrate.
+    /// </summary>
+    public bool MigrateOnLongTermPin { get; set; }
+
     /// <summary>The pressure watermarks, or null while pressure is off (the default).</summary>
     public NodeWatermarks? Watermarks => _watermarks;
 

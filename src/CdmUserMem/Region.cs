@@ -104,6 +104,33 @@ public sealed unsafe partial class Region : IDisposable
         return new PinLease(this, first, count);
     }
 
+    /// <summary>
+    /// A pin meant to be held for long (an RDMA registration, a buffer handed to a device for the life of a
+    /// session): pages on nodes with <see cref="MemoryNode.MigrateOnLongTermPin"/> are migrated to the host
+    /// first, then the range is pinned as <see cref="Pin"/> does. Pages elsewhere stay where they are.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Pages could not be moved off such a node: pinned already (a
+    /// short-term pin or the kernel holds them), or moved back each time.</exception>
+    public PinLease PinLongTerm(ulong offset, ulong length)
+    {
+        _ = PageRange(offset, length);
+        for (int attempt = 0; ; attempt++)
+        {
+            // Move first (a pinned page cannot move), pin, then check nothing came back meanwhile.
+            foreach (var run in GetResidency(offset, length))
+                if (run.Node is { MigrateOnLongTermPin: true })
+                    Migrate(run.Offset, run.Length, System.Host);
+            var lease = Pin(offset, length);
+            var left = GetResidency(offset, length).FirstOrDefault(r => r.Node is { MigrateOnLongTermPin: true });
+            if (left.Node is null) return lease;
+            lease.Dispose();
+            if (attempt == 8)
+                throw new InvalidOperationException(
+                    $"A long-term pin of [{offset}, +{length}) could not move [{left.Offset}, +{left.Length}) off node '{left.Node.Name}': " +
+                    "it is pinned already, or something keeps moving it back.");
+        }
+    }
+
     internal void Unpin(ulong first, ulong count)
     {
         if (_disposed) return; // the pins went with the region

@@ -249,4 +249,30 @@ public unsafe class PolicyTests
         system.RemoveNode(cxl);
         Assert.Null(FirstMismatch(region, 0, 16 * Page, seed: 8));
     }
+
+    [Fact]
+    public void A_long_term_pin_moves_pages_off_nodes_that_ask_for_it_first()
+    {
+        var (system, hbm, cxl) = Tiered();
+        using var _ = system;
+        hbm.MigrateOnLongTermPin = true;
+        using var region = system.Reserve(32 * Page, new RegionOptions { Placement = hbm, ReadaheadPages = 0 });
+        Fill(region, 0, 16 * Page, seed: 21); // 16 resident on hbm, 16 untouched aimed there
+        region.SetPolicy(24 * Page, 8 * Page, MemoryPolicy.Preferred(cxl));
+        using (var lease = region.PinLongTerm(0, 32 * Page))
+        {
+            for (ulong p = 0; p < 24; p++) Assert.Same(system.Host, region.NodeOf(p * Page));
+            for (ulong p = 24; p < 32; p++) Assert.Same(cxl, region.NodeOf(p * Page)); // cxl does not ask: pinned in place
+            Assert.Equal(0UL, hbm.GetUsage().UsedBytes);
+            Assert.Equal(32UL, region.Migrate(0, 32 * Page, hbm).PagesPinned);
+            Assert.Null(FirstMismatch(region, 0, 16 * Page, seed: 21));
+        }
+        // A short-term pin never migrates.
+        region.Migrate(0, 8 * Page, hbm);
+        using (region.Pin(0, 8 * Page)) Assert.Same(hbm, region.NodeOf(0));
+        // A page pinned short-term on such a node cannot be moved for a long-term pin: the call says so.
+        using (region.Pin(0, Page))
+            Assert.Throws<InvalidOperationException>(() => region.PinLongTerm(0, 2 * Page));
+        Assert.Null(FirstMismatch(region, 0, 16 * Page, seed: 21));
+    }
 }
