@@ -8,6 +8,7 @@ internal static partial class CdmEngine
     public const int MaxPins = 4095;
     public const int MaxPlans = 4096;
     public const int MaxRule = 16777215;
+    public const int MaxGroups = 256;
 
     // Error codes beyond negative errno values (cdm_engine.h).
     public const int ErrorNoUserfaultfd = -10001;
@@ -64,6 +65,7 @@ internal enum CdmWhy
     Drained = 6,
     Demoted = 7,
     Compacted = 8,
+    GroupLimit = 9,
 }
 
 /// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>

@@ -36,6 +36,18 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_extent_release")]
     public static partial void ExtentRelease(nint extent);
 
+    [LibraryImport(LibraryName, EntryPoint = "cdm_group_create")]
+    public static partial int GroupCreate(EngineSafeHandle engine, out uint group);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_group_set_limit")]
+    public static partial int GroupSetLimit(EngineSafeHandle engine, uint group, int node, ulong frames);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_group_usage")]
+    public static partial int GroupUsage(EngineSafeHandle engine, uint group, int node, out ulong frames);
+
+    [LibraryImport(LibraryName, EntryPoint = "cdm_region_set_group")]
+    public static partial int RegionSetGroup(RegionSafeHandle region, uint group);
+
     /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
     public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);

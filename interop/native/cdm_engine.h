@@ -10,6 +10,7 @@
 #define CDM_MAX_PINS 4095  /* nested pins per page */
 #define CDM_MAX_PLANS 4096 /* distinct fallback orders per engine */
 #define CDM_MAX_RULE 16777215 /* highest policy rule id (24 bits) */
+#define CDM_MAX_GROUPS 256    /* accounting groups per engine, group 0 (none) included */
 
 /* Error codes beyond negative errno values. */
 #define CDM_E_NO_USERFAULTFD  (-10001) /* the userfaultfd syscall is missing or refused */
@@ -57,7 +58,8 @@ enum cdm_why {
     CDM_WHY_REBALANCED = 5,  /* a rebalance applying its rule */
     CDM_WHY_DRAINED = 6,     /* moved off a node being unplugged */
     CDM_WHY_DEMOTED = 7,
-    CDM_WHY_COMPACTED = 8,   /* moved off frames a contiguous reservation needed */     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
+    CDM_WHY_COMPACTED = 8,   /* moved off frames a contiguous reservation needed */
+    CDM_WHY_GROUP_LIMIT = 9, /* first touch: the target had room, but the region's group was at its limit there */     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -202,6 +204,14 @@ int cdm_node_set_pressure(cdm_engine *e, int32_t node, uint64_t high_frames, uin
 int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_t *order, uint32_t order_len, uint64_t address,
                        cdm_extent **out, uint64_t *first_frame, uint64_t *mapped, uint64_t *blocked, uint32_t *blocked_count);
 void cdm_extent_release(cdm_extent *x);
+
+/* Accounting groups (memcg-like): exact usage per node of the regions in a group, and per-device-node limits;
+ * placements over a limit fall back (first touch) or report CDM_OUT_NO_CAPACITY (migration). */
+int cdm_group_create(cdm_engine *e, uint32_t *group);
+int cdm_group_set_limit(cdm_engine *e, uint32_t group, int32_t node, uint64_t frames); /* UINT64_MAX: none */
+int cdm_group_usage(cdm_engine *e, uint32_t group, int32_t node, uint64_t *frames);
+/* Puts a region that holds no page yet into a group (-EBUSY once it holds pages). */
+int cdm_region_set_group(cdm_region *r, uint32_t group);
 
 uint32_t cdm_abi_sizeof_stats(void);
 /* "NAME=VALUE;..." for every constant above, for the ABI test. */

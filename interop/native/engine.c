@@ -90,6 +90,7 @@ int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t 
     atomic_store(&e->node_count, 1);
     e->plans[0] = (placement_plan){.count = 1, .nodes = {CDM_HOST_NODE}};
     atomic_store(&e->plan_count, 1);
+    e->group_count = 1;
     int rc = 0;
     e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     /* Tells a page shared copy-on-write with a child from one the kernel pins; optional. */
@@ -306,7 +307,8 @@ const char *cdm_abi_describe(void) {
              "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
              "CDM_MAX_PLANS=%d;CDM_MAX_RULE=%d;CDM_E_PLAN_LIMIT=%d;CDM_E_NO_ROOM=%d;CDM_WHY_UNTOUCHED=%d;"
              "CDM_WHY_TARGET=%d;CDM_WHY_FALLBACK=%d;CDM_WHY_LAST_RESORT=%d;CDM_WHY_MIGRATED=%d;CDM_WHY_REBALANCED=%d;"
-             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;CDM_WHY_COMPACTED=%d;sizeof(cdm_stats)=%zu",
+             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;CDM_WHY_COMPACTED=%d;CDM_WHY_GROUP_LIMIT=%d;CDM_MAX_GROUPS=%d;"
+             "sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
              CDM_MODE_USER_ONLY, CDM_MODE_DEV_USERFAULTFD, CDM_MODE_LOCKED, (unsigned long long)CDM_UFFD_FEATURE_MOVE,
@@ -319,6 +321,7 @@ const char *cdm_abi_describe(void) {
              CDM_HEAP_CLASSES, (unsigned long long)CDM_HEAP_HUGE_DEFAULT, CDM_HEAP_MAX, CDM_HEAP_CHECKED,
              sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), CDM_MAX_PLANS, CDM_MAX_RULE,
              CDM_E_PLAN_LIMIT, CDM_E_NO_ROOM, CDM_WHY_UNTOUCHED, CDM_WHY_TARGET, CDM_WHY_FALLBACK, CDM_WHY_LAST_RESORT,
-             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, CDM_WHY_COMPACTED, sizeof(cdm_stats));
+             CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, CDM_WHY_COMPACTED, CDM_WHY_GROUP_LIMIT,
+             CDM_MAX_GROUPS, sizeof(cdm_stats));
     return text;
 }

@@ -99,6 +99,7 @@ struct cdm_region {
     _Atomic uint32_t *stamp; /* per page: the engine's placement clock when it was placed; after why */
     int placement;
     _Atomic uint32_t plan; /* fallback order of pages whose EMPTY word names plan 0 */
+    uint32_t group;        /* accounting group, 0 for none; set before the first page is placed */
     uint32_t fault_around;
     uint32_t readahead;   /* pages resolved ahead of a sequential first-touch stream; 0 = off */
     _Atomic int refs;     /* fault thread, readahead: destroy waits until none is inside */
@@ -126,6 +127,12 @@ typedef struct copy_channels {
     uint64_t generation;
     copy_job *job;     /* NULL once its caller has collected every slice */
 } copy_channels;
+
+/* An accounting group: pages (frames) its regions hold on each node, and per-node limits (UINT64_MAX: none). */
+typedef struct acct_group {
+    _Atomic uint64_t used[CDM_MAX_NODES + 1];
+    _Atomic uint64_t limit[CDM_MAX_NODES + 1];
+} acct_group;
 
 /* Test-only fault injection: a countdown per system call. */
 typedef struct inject_slot {
@@ -155,7 +162,9 @@ struct cdm_engine {
     _Atomic int node_count; /* including the host node 0 */
     placement_plan plans[CDM_MAX_PLANS]; /* interned under nodes_lock; plan 0 is the host alone */
     _Atomic uint32_t plan_count;
-    _Atomic uint32_t placement_clock; /* ticks once a page placed: "least recently placed" is the smallest stamp */
+    _Atomic uint32_t placement_clock;
+    acct_group groups[CDM_MAX_GROUPS]; /* 0 is no group */
+    uint32_t group_count;              /* under nodes_lock */ /* ticks once a page placed: "least recently placed" is the smallest stamp */
     struct {
         pthread_mutex_t lock;
         pthread_cond_t wake;
@@ -266,6 +275,12 @@ static inline void why_store(cdm_region *r, uint64_t page, uint32_t why) {
     atomic_store_explicit(&r->stamp[page], atomic_fetch_add_explicit(&r->engine->placement_clock, 1, memory_order_relaxed),
                           memory_order_relaxed);
 }
+
+/* group.c: frames of a region's pages, charged to its group (limit permitting) before they are taken. */
+uint64_t group_charge(cdm_region *r, int node, uint64_t want, bool *limited);
+void group_uncharge(cdm_region *r, int node, uint64_t n);
+uint64_t region_frames_alloc(cdm_region *r, int node, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res, bool *limited);
+void region_frames_free(cdm_region *r, int node, uint64_t start, uint64_t count, cdm_reservation *res);
 
 /* pressure.c */
 void pressure_kick(cdm_engine *e);

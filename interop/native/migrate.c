@@ -74,9 +74,10 @@ static uint64_t run_extent(cdm_region *r, uint64_t p, uint64_t end, int target) 
 }
 
 /* Gives back what a run allocated beyond index from. */
-static void run_trim(cdm_engine *e, mig_run *run, int target, uint64_t from) {
+static void run_trim(cdm_region *r, mig_run *run, int target, uint64_t from) {
+    cdm_engine *e = r->engine;
     if (run->capacity <= from) return;
-    if (target != CDM_HOST_NODE) pool_give_back(&e->nodes[target].pool, run->dst_frame + from, run->capacity - from, run->res);
+    if (target != CDM_HOST_NODE) region_frames_free(r, target, run->dst_frame + from, run->capacity - from, run->res);
     if (run->src == CDM_HOST_NODE) pool_free(&e->staging_pool, run->slot + from, run->capacity - from);
     if (run->has_spare) staging_recycle(e, run->spare + from, run->capacity - from);
     run->capacity = from;
@@ -118,7 +119,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
             bool fits = run && run->src == src && p == run->first_page + run->count && run->count < run->capacity &&
                         (src == CDM_HOST_NODE || frame == run->src_frame + run->count);
             if (!fits) {
-                if (run) run_trim(e, run, target, run->count), run = NULL;
+                if (run) run_trim(r, run, target, run->count), run = NULL;
                 if (nr == RUNS_PER_STEP) break;
                 uint64_t want = run_extent(r, p, end, target), dst = 0, slot = 0, got = want;
                 if (want == 0) continue; /* changed under us: look again */
@@ -126,7 +127,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (target != CDM_HOST_NODE) {
                     uint64_t hint = UINT64_MAX, prev = p > 0 ? region_word(r, p - 1) : 0;
                     if (p > 0 && PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == target) hint = PS_FRAME(prev) + 1;
-                    dst = pool_alloc(&e->nodes[target].pool, want, hint, &got, drawn);
+                    dst = region_frames_alloc(r, target, want, hint, &got, drawn, NULL);
                     if (got == 0) {
                         *o = CDM_OUT_NO_CAPACITY;
                         p++;
@@ -136,7 +137,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (src == CDM_HOST_NODE) {
                     uint64_t slots;
                     slot = pool_alloc(&e->staging_pool, got, UINT64_MAX, &slots, NULL);
-                    if (slots < got && target != CDM_HOST_NODE) pool_give_back(&e->nodes[target].pool, dst + slots, got - slots, drawn);
+                    if (slots < got && target != CDM_HOST_NODE) region_frames_free(r, target, dst + slots, got - slots, drawn);
                     got = slots;
                     if (got == 0) break; /* staging is busy with other migrations: end the step here */
                 }
@@ -153,10 +154,10 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
         } else {
             *o = CDM_OUT_BUSY; /* being filled or migrated by someone else */
         }
-        if (!joined && run) run_trim(e, run, target, run->count), run = NULL;
+        if (!joined && run) run_trim(r, run, target, run->count), run = NULL;
         p++;
     }
-    if (run) run_trim(e, run, target, run->count);
+    if (run) run_trim(r, run, target, run->count);
     uint32_t kept = 0;
     for (uint32_t i = 0; i < nr; i++)
         if (runs[i].count) runs[kept++] = runs[i];
@@ -302,9 +303,9 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, u
             region_store(r, p, PS_MAKE(PS_RESIDENT, target, target == CDM_HOST_NODE ? 0 : run->dst_frame + i));
             out[i] = CDM_OUT_MIGRATED;
             moved++;
-            if (run->src != CDM_HOST_NODE) pool_free(&e->nodes[run->src].pool, run->src_frame + i, 1);
+            if (run->src != CDM_HOST_NODE) region_frames_free(r, run->src, run->src_frame + i, 1, NULL);
         } else if (target != CDM_HOST_NODE) {
-            pool_give_back(&e->nodes[target].pool, run->dst_frame + i, 1, run->res); /* its slot still holds a page */
+            region_frames_free(r, target, run->dst_frame + i, 1, run->res); /* its slot still holds a page */
         }
     }
     /* Spares moved into the region left holes; unused ones still hold their pages. */
@@ -325,12 +326,14 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, u
         }
         atomic_fetch_sub(&r->host_pages, moved);
         atomic_fetch_sub(&e->host_pages, moved);
+        group_uncharge(r, CDM_HOST_NODE, moved);
     } else {
         atomic_fetch_sub(&r->device_pages, moved);
     }
     if (target == CDM_HOST_NODE) {
         atomic_fetch_add(&r->host_pages, moved);
         atomic_fetch_add(&e->host_pages, moved);
+        group_charge(r, CDM_HOST_NODE, moved, NULL);
     } else {
         atomic_fetch_add(&r->device_pages, moved);
     }

@@ -145,8 +145,8 @@ static void release_device_frames(cdm_region *r) {
         uint8_t *slot = frame_addr(e, node, frame);
         uint64_t moved = 0;
         int rc = uffd_move(e, slot, r->base + p * PAGE, n * PAGE, false, &moved);
-        if (rc == 0) pool_free(&e->nodes[node].pool, frame, n);
-        else if (moved) pool_free(&e->nodes[node].pool, frame, moved / PAGE);
+        if (rc == 0) region_frames_free(r, node, frame, n, NULL);
+        else if (moved) region_frames_free(r, node, frame, moved / PAGE, NULL);
         for (uint64_t k = moved / PAGE; rc < 0 && k < n; k++) {
             /* Moved out only in part (a discarded or pinned page, a split area): the rest get fresh pages.
              * A slot that cannot get one stays allocated: the fault thread zeroes free frames in place,
@@ -154,7 +154,9 @@ static void release_device_frames(cdm_region *r) {
             uint64_t one;
             if (uffd_move(e, slot + k * PAGE, r->base + (p + k) * PAGE, PAGE, false, &one) == 0 ||
                 uffd_copy(e, slot + k * PAGE, e->zeros, PAGE, false, &one) == 0)
-                pool_free(&e->nodes[node].pool, frame + k, 1);
+                region_frames_free(r, node, frame + k, 1, NULL);
+            else
+                group_uncharge(r, node, 1); /* the frame stays taken, but no longer the region's */
         }
         atomic_fetch_sub(&r->device_pages, n);
         p += n - 1;
@@ -183,6 +185,7 @@ int cdm_region_destroy(cdm_region *r) {
     /* Unregistering wakes every thread blocked on this range; they retry on plain anonymous memory. */
     uffd_unregister(e, r->base, r->size);
     atomic_fetch_sub(&e->host_pages, r->host_pages);
+    group_uncharge(r, CDM_HOST_NODE, r->host_pages);
     munmap(r->base, r->size);
     munmap((void *)r->pt, tables_bytes(r->pages));
     budget_take(e, -REGION_MAPPINGS);

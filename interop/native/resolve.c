@@ -36,6 +36,7 @@ static void publish_host(cdm_region *r, uint64_t s, uint64_t n, uint32_t why) {
     atomic_fetch_add(&e->st.zero_filled, n);
     atomic_fetch_add(&r->host_pages, n);
     atomic_fetch_add(&e->host_pages, n);
+    group_charge(r, CDM_HOST_NODE, n, NULL); /* the host has no limit: counted only */
 }
 
 /* Fills claimed pages [s, s+n) on the host. A window crossing a VMA boundary the user made (madvise,
@@ -69,10 +70,10 @@ static int resolve_on_host(cdm_region *r, uint64_t s, uint64_t n, bool writable,
 
 /* Moves zeroed device frames into claimed pages [s, s+n); returns how many pages got frames. A free
  * frame's arena slot always holds a page, so zeroing it never faults. */
-static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int node, uint32_t why) {
+static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int node, uint32_t why, bool *limited) {
     cdm_engine *e = r->engine;
-    device_node *dn = &e->nodes[node];
     uint64_t done = 0;
+    *limited = false;
     bool single = false;
     while (done < n) {
         uint64_t p = s + done, hint = UINT64_MAX, got;
@@ -80,7 +81,9 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
             uint64_t prev = region_word(r, p - 1);
             if (PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == node) hint = PS_FRAME(prev) + 1;
         }
-        uint64_t frame = pool_alloc(&dn->pool, single ? 1 : n - done, hint, &got, NULL);
+        bool short_of_limit;
+        uint64_t frame = region_frames_alloc(r, node, single ? 1 : n - done, hint, &got, NULL, &short_of_limit);
+        *limited |= short_of_limit;
         if (got == 0) break;
         uint8_t *slot = frame_addr(e, node, frame);
         memset(slot, 0, got * PAGE); /* frames are reused: a first touch reads zeros, as on the host */
@@ -94,7 +97,7 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         atomic_fetch_add(&r->device_pages, moved);
         atomic_fetch_add(&e->st.first_touch_device, moved);
         done += moved;
-        if (moved < got) pool_free(&dn->pool, frame + moved, got - moved);
+        if (moved < got) region_frames_free(r, node, frame + moved, got - moved, NULL);
         if (rc == 0 || rc == -EAGAIN) continue;
         if ((rc == -ENOENT || rc == -EINVAL) && !single) {
             single = true;
@@ -111,19 +114,22 @@ static int resolve_run(cdm_region *r, uint64_t s, uint64_t n, uint64_t w, bool w
     int target = empty_target(r, w);
     uint32_t rule = EMPTY_RULE(w);
     if (target == CDM_HOST_NODE) return resolve_on_host(r, s, n, writable, w, WHY_MAKE(CDM_WHY_TARGET, rule));
-    uint64_t done = resolve_on_device(r, s, n, target, WHY_MAKE(CDM_WHY_TARGET, rule));
+    bool limited;
+    uint64_t done = resolve_on_device(r, s, n, target, WHY_MAKE(CDM_WHY_TARGET, rule), &limited);
     if (done == n) return 0;
     atomic_fetch_add(&r->engine->st.fallbacks, n - done);
     const placement_plan *plan = plan_of(r, w);
-    uint32_t why = CDM_WHY_LAST_RESORT;
+    /* Why the pages after the target's share went elsewhere: the target was full, or its group limit was reached. */
+    uint32_t fell = limited ? CDM_WHY_GROUP_LIMIT : CDM_WHY_FALLBACK, why = CDM_WHY_LAST_RESORT;
     for (uint32_t i = 0; i < plan->count && done < n; i++) {
         int node = plan->nodes[i];
         if (node == target) continue;
         if (node == CDM_HOST_NODE) {
-            why = CDM_WHY_FALLBACK;
+            why = fell;
             break;
         }
-        done += resolve_on_device(r, s + done, n - done, node, WHY_MAKE(CDM_WHY_FALLBACK, rule));
+        bool ignored;
+        done += resolve_on_device(r, s + done, n - done, node, WHY_MAKE(fell, rule), &ignored);
     }
     return done < n ? resolve_on_host(r, s + done, n - done, writable, w, WHY_MAKE(why, rule)) : 0;
 }

@@ -179,6 +179,8 @@ public sealed partial class MemorySystem : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options.FaultAroundPages), options.FaultAroundPages, "Fault-around must be 1 to 4096 pages.");
         if (options.ReadaheadPages > 65536)
             throw new ArgumentOutOfRangeException(nameof(options.ReadaheadPages), options.ReadaheadPages, "Readahead must be 0 to 65536 pages.");
+        if (options.Group is not null && !ReferenceEquals(options.Group.System, this))
+            throw new ArgumentException($"Group '{options.Group.Name}' belongs to another memory system.", nameof(options));
         // The native call is short (mmap, register, table insert) and takes no managed lock.
         var engine = EngineHandle;
         int rc = CdmEngine.RegionCreate(engine, size, placement.Id, options.FaultAroundPages, options.ReadaheadPages, out nint handle, out ulong baseAddress);
@@ -192,7 +194,7 @@ public sealed partial class MemorySystem : IDisposable
         Region region;
         try
         {
-            region = new Region(this, regionHandle, (nint)baseAddress, size, placement, options.FaultAroundPages);
+            region = new Region(this, regionHandle, (nint)baseAddress, size, placement, options.FaultAroundPages, options.Group);
         }
         catch
         {

@@ -49,6 +49,9 @@ public sealed record RegionOptions
     /// resident on their placement node before they are touched; 0 turns readahead off.
     /// </summary>
     public uint ReadaheadPages { get; init; } = 512;
+
+    /// <summary>The accounting group the region's pages are charged to (<see cref="MemorySystem.CreateGroup"/>), or null.</summary>
+    public AccountingGroup? Group { get; init; }
 }
 
 /// <summary>Settings of one migration call.</summary>

@@ -88,11 +88,12 @@ public sealed unsafe partial class Region
             CdmWhy.Rebalanced => PlacementReason.Rebalanced,
             CdmWhy.Demoted => PlacementReason.Demoted,
             CdmWhy.Compacted => PlacementReason.Compacted,
+            CdmWhy.GroupLimit => PlacementReason.GroupLimitFallback,
             _ => PlacementReason.Drained,
         };
         // An explicit migration or a drain names no rule: the page's policy is the one that applies now.
         var rule = reason is PlacementReason.Untouched or PlacementReason.PolicyTarget or PlacementReason.Fallback or PlacementReason.LastResort
-                       or PlacementReason.Rebalanced
+                       or PlacementReason.Rebalanced or PlacementReason.GroupLimitFallback
             ? RuleById(ruleId)
             : RuleOf(page);
         var node = System.NodeById(nodeId);
@@ -110,6 +111,8 @@ public sealed unsafe partial class Region
             PlacementReason.PolicyTarget => $"{where} is on '{node.Name}', its target, placed at first touch by {ruleText}",
             PlacementReason.Fallback => $"{where} is on '{node.Name}': at first touch its target '{target.Name}' had no room" +
                                         Skipped(rule, target, node) + $"; {ruleText}",
+            PlacementReason.GroupLimitFallback => $"{where} is on '{node.Name}': at first touch its group '{Group?.Name}' was at its limit on " +
+                                                  $"'{target.Name}'" + Skipped(rule, target, node) + $"; {ruleText}",
             PlacementReason.LastResort => $"{where} is on the host as a last resort: at first touch no node of its order ('{target.Name}', {order}) had room; {ruleText}",
             PlacementReason.Migrated => $"{where} is on '{node.Name}', moved there by an explicit migration; the policy now is {ruleText}",
             PlacementReason.Rebalanced => $"{where} is on '{node.Name}', moved there by a rebalance applying {ruleText}",

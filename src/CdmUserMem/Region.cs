@@ -16,8 +16,10 @@ public sealed unsafe partial class Region : IDisposable
     private readonly SemaphoreSlim _migrationLock = new(1, 1);
     private volatile bool _disposed;
 
-    internal Region(MemorySystem system, RegionSafeHandle handle, nint pointer, ulong length, MemoryNode placement, uint faultAround)
+    internal Region(MemorySystem system, RegionSafeHandle handle, nint pointer, ulong length, MemoryNode placement, uint faultAround,
+                    AccountingGroup? group = null)
     {
+        Group = group;
         System = system;
         _handle = handle;
         Pointer = pointer;
@@ -25,6 +27,11 @@ public sealed unsafe partial class Region : IDisposable
         Placement = placement;
         FaultAroundPages = faultAround;
         SetDefaultRule();
+        if (group is not null)
+        {
+            int rc = CdmEngine.RegionSetGroup(handle, group.Id);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, $"putting the region into group '{group.Name}'");
+        }
     }
 
     public MemorySystem System { get; }
@@ -40,6 +47,9 @@ public sealed unsafe partial class Region : IDisposable
     public MemoryNode Placement { get; }
 
     public uint FaultAroundPages { get; }
+
+    /// <summary>The accounting group the region is charged to, or null.</summary>
+    public AccountingGroup? Group { get; }
 
     public bool IsDisposed => _disposed;
 

@@ -59,6 +59,7 @@ public class InteropLayoutTests
             ["CDM_E_NO_ROOM"] = CdmEngine.ErrorNoRoom.ToString(),
             ["CDM_MAX_PLANS"] = CdmEngine.MaxPlans.ToString(),
             ["CDM_MAX_RULE"] = CdmEngine.MaxRule.ToString(),
+            ["CDM_MAX_GROUPS"] = CdmEngine.MaxGroups.ToString(),
             ["CDM_CREATE_USER_MODE_ONLY"] = CdmEngine.CreateUserModeOnly.ToString(),
             ["CDM_MODE_USER_ONLY"] = CdmEngine.ModeUserOnly.ToString(),
             ["CDM_MODE_DEV_USERFAULTFD"] = CdmEngine.ModeDevUserfaultfd.ToString(),

@@ -9,6 +9,17 @@ public sealed partial class MemorySystem
     /// <summary>The nodes and their distances; prints like <c>numactl --hardware</c>.</summary>
     public MemoryTopology Topology { get; }
 
+    /// <summary>Creates an accounting group (see <see cref="AccountingGroup"/>); a system holds at most 255.</summary>
+    /// <exception cref="InvalidOperationException">255 groups exist already.</exception>
+    public AccountingGroup CreateGroup(string name)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        int rc = CdmEngine.GroupCreate(EngineHandle, out uint id);
+        if (rc == -28) throw new InvalidOperationException($"A memory system holds at most {CdmEngine.MaxGroups - 1} accounting groups.");
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"creating group '{name}'");
+        return new AccountingGroup(this, id, name);
+    }
+
     /// <summary>
     /// Hot-unplugs a device node: takes it offline (nothing new lands there: first touches aimed at it fall
     /// back, migrations to it are refused), migrates every page of every region and heap off it to its

@@ -23,6 +23,9 @@ public enum PlacementReason
     Demoted,
     /// <summary>Moved off a frame a contiguous reservation needed (<see cref="MemoryNode.ReserveContiguous"/>).</summary>
     Compacted,
+    /// <summary>Its first touch fell back: the target had room, but the region's <see cref="AccountingGroup"/> was
+    /// at its limit there.</summary>
+    GroupLimitFallback,
 }
 
 /// <summary>
