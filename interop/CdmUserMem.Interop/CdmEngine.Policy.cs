@@ -48,6 +48,10 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_region_set_group")]
     public static partial int RegionSetGroup(RegionSafeHandle region, uint group);
 
+    /// <summary>Demotes the node's least recently placed unpinned pages now.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_node_demote")]
+    public static partial int NodeDemote(EngineSafeHandle engine, int node, ulong frames, sbyte* order, uint orderLength, out ulong demoted);
+
     /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
     public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);

@@ -213,6 +213,10 @@ int cdm_group_usage(cdm_engine *e, uint32_t group, int32_t node, uint64_t *frame
 /* Puts a region that holds no page yet into a group (-EBUSY once it holds pages). */
 int cdm_region_set_group(cdm_region *r, uint32_t group);
 
+/* Demotes the node's frames least recently placed unpinned pages now, to the first node of order with room
+ * (proactive demotion, as memory.reclaim reclaims on request); *demoted says how many moved. */
+int cdm_node_demote(cdm_engine *e, int32_t node, uint64_t frames, const int8_t *order, uint32_t order_len, uint64_t *demoted);
+
 uint32_t cdm_abi_sizeof_stats(void);
 /* "NAME=VALUE;..." for every constant above, for the ABI test. */
 const char *cdm_abi_describe(void);

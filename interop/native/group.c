@@ -22,14 +22,13 @@ void group_uncharge(cdm_region *r, int node, uint64_t n) {
     if (r->group && n) atomic_fetch_sub(&r->engine->groups[r->group].used[node], n);
 }
 
+/* *limited: the group, not the node, kept the allocation short (the node gave all the group allowed). */
 uint64_t region_frames_alloc(cdm_region *r, int node, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res, bool *limited) {
-    uint64_t grant = group_charge(r, node, want, limited);
-    if (grant == 0) {
-        *got = 0;
-        return 0;
-    }
-    uint64_t frame = pool_alloc(&r->engine->nodes[node].pool, grant, hint, got, res);
+    uint64_t grant = group_charge(r, node, want, NULL), frame = 0;
+    *got = 0;
+    if (grant) frame = pool_alloc(&r->engine->nodes[node].pool, grant, hint, got, res);
     group_uncharge(r, node, grant - *got);
+    if (limited) *limited = grant < want && *got == grant;
     return frame;
 }
 

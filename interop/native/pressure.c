@@ -37,39 +37,41 @@ void pressure_kick(cdm_engine *e) {
 #define DEMOTE_BATCH 512
 
 /* Demotes [first, +count) of r, all on node, to the first target of order with room. */
-static void demote_run(cdm_region *r, uint64_t first, uint64_t count, int node, const int8_t *order, uint32_t order_len) {
+static uint64_t demote_run(cdm_region *r, uint64_t first, uint64_t count, int node, const int8_t *order, uint32_t order_len) {
     uint8_t out[DEMOTE_BATCH];
-    uint64_t left_first = first, left_count = count;
+    uint64_t left_first = first, left_count = count, total = 0;
     for (uint32_t t = 0; t < order_len && left_count; t++) {
-        if (migrate_batch(r, left_first, left_count, order[t], node, 2, NULL, WHY_MAKE(CDM_WHY_DEMOTED, 0), out) < 0) return;
+        if (migrate_batch(r, left_first, left_count, order[t], node, 2, NULL, WHY_MAKE(CDM_WHY_DEMOTED, 0), out) < 0) break;
         uint64_t moved = 0, short_from = left_count;
         for (uint64_t i = 0; i < left_count; i++) {
             if (out[i] == CDM_OUT_MIGRATED) moved++;
             else if (out[i] == CDM_OUT_NO_CAPACITY && short_from == left_count) short_from = i;
         }
         atomic_fetch_add(&r->engine->st.demoted, moved);
-        if (short_from == left_count) return;
+        total += moved;
+        if (short_from == left_count) break;
         /* The target filled up at short_from: the rest tries the next one (pages moved meanwhile say so). */
         left_first += short_from;
         left_count -= short_from;
     }
+    return total;
 }
 
 /* One demotion of node: the want least recently placed unpinned resident pages of every region. */
-static void demote_node(cdm_engine *e, int node, uint64_t want, const int8_t *order, uint32_t order_len) {
+static uint64_t demote_node(cdm_engine *e, int node, uint64_t want, const int8_t *order, uint32_t order_len) {
     pthread_rwlock_rdlock(&e->regions_lock);
     int n = e->region_count;
     cdm_region **regions = malloc((size_t)(n ? n : 1) * sizeof *regions);
     if (!regions) {
         pthread_rwlock_unlock(&e->regions_lock);
-        return;
+        return 0;
     }
     for (int i = 0; i < n; i++) {
         regions[i] = e->regions[i];
         atomic_fetch_add(&regions[i]->refs, 1);
     }
     pthread_rwlock_unlock(&e->regions_lock);
-    uint64_t cap = e->nodes[node].pool.frames, count = 0;
+    uint64_t cap = e->nodes[node].pool.frames, count = 0, demoted = 0;
     candidate *c = malloc(cap * sizeof *c);
     for (int i = 0; c && i < n; i++) {
         cdm_region *r = regions[i];
@@ -86,13 +88,24 @@ static void demote_node(cdm_engine *e, int node, uint64_t want, const int8_t *or
         for (uint64_t i = 0; i < want;) {
             uint64_t j = i + 1;
             while (j < want && j - i < DEMOTE_BATCH && c[j].region == c[i].region && c[j].page == c[j - 1].page + 1) j++;
-            demote_run(regions[c[i].region], c[i].page, j - i, node, order, order_len);
+            demoted += demote_run(regions[c[i].region], c[i].page, j - i, node, order, order_len);
             i = j;
         }
     }
     free(c);
     for (int i = 0; i < n; i++) region_put(regions[i]);
     free(regions);
+    return demoted;
+}
+
+int cdm_node_demote(cdm_engine *e, int32_t node, uint64_t frames, const int8_t *order, uint32_t order_len, uint64_t *demoted) {
+    *demoted = 0;
+    if (engine_forked(e)) return CDM_E_FORKED;
+    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || order_len == 0 || order_len > CDM_MAX_NODES + 1) return -EINVAL;
+    for (uint32_t i = 0; i < order_len; i++)
+        if (order[i] < 0 || order[i] >= atomic_load(&e->node_count) || order[i] == node) return -EINVAL;
+    *demoted = demote_node(e, node, frames, order, order_len);
+    return 0;
 }
 
 static void *pressure_loop(void *arg) {

@@ -83,7 +83,7 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
         }
         bool short_of_limit;
         uint64_t frame = region_frames_alloc(r, node, single ? 1 : n - done, hint, &got, NULL, &short_of_limit);
-        *limited |= short_of_limit;
+        *limited = short_of_limit; /* why the last allocation came up short, if it did */
         if (got == 0) break;
         uint8_t *slot = frame_addr(e, node, frame);
         memset(slot, 0, got * PAGE); /* frames are reused: a first touch reads zeros, as on the host */

@@ -148,6 +148,24 @@ public sealed class MemoryNode
         return reservation;
     }
 
+    /// <summary>
+    /// Demotes up to <paramref name="bytes"/> of the node's coldest (least recently placed) unpinned pages now,
+    /// to the next node by distance with room, as writing to a cgroup's memory.reclaim reclaims on request.
+    /// Returns the bytes demoted.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The host node, or a removed node.</exception>
+    public unsafe ulong Demote(ulong bytes)
+    {
+        if (Kind == MemoryNodeKind.Host) throw new InvalidOperationException("The host node is the last tier: nothing to demote to.");
+        if (!IsOnline) throw new InvalidOperationException($"Node '{Name}' was removed.");
+        var order = System.Topology.FallbackOrder(this);
+        sbyte* ids = stackalloc sbyte[order.Count];
+        for (int i = 0; i < order.Count; i++) ids[i] = (sbyte)order[i].Id;
+        int rc = CdmEngine.NodeDemote(System.EngineHandle, Id, bytes / CdmEngine.PageSize, ids, (uint)order.Count, out ulong demoted);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"demoting pages of node '{Name}'");
+        return demoted * CdmEngine.PageSize;
+    }
+
     /// <summary>Turns pressure off: nothing is demoted any more.</summary>
     public unsafe void DisablePressure()
     {

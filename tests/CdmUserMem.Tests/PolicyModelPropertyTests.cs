@@ -7,9 +7,13 @@ namespace CdmUserMem.Tests;
 
 /// <summary>
 /// Random topologies (device nodes with random capacities, distances and exclusive flags) and random
-/// sequences of first touches, policy changes, migrations, rebalances, pins and unplugs against a plain
-/// model: after every step each page is where the model says, for the reason it says, holds its data, and
-/// every node's usage is the model's count. Every outcome the model predicts (a throw, a refusal) happens.
+/// sequences of first touches, policy changes, migrations, rebalances, pins, unplugs, demotions (pressure's
+/// mechanism, run on request so the model can order it), contiguous reservations and an accounting group's
+/// limit against a plain model: after every step each page is where the model says, for the reason it says,
+/// holds its data, and every node's usage and the group's are the model's counts. Every outcome the model
+/// predicts (a throw, a refusal) happens. Compaction picks frames the model does not track: after a
+/// reservation the model checks what may have moved (only pages of that node, only to it or down its
+/// fallback order, each saying so) and takes the engine's residency from there.
 /// </summary>
 public class PolicyModelPropertyTests
 {
@@ -17,14 +21,14 @@ public class PolicyModelPropertyTests
 
     private sealed record DeviceSpec(int Capacity, int Distance, bool Exclusive);
 
-    private sealed record Scenario(DeviceSpec[] Devices, int[] Distances, int Placement, Step[] Steps)
+    private sealed record Scenario(DeviceSpec[] Devices, int[] Distances, int Placement, int GroupNode, int GroupLimit, Step[] Steps)
     {
         public override string ToString() =>
             $"devices [{string.Join(", ", Devices.Select(d => $"{d.Capacity}p d{d.Distance}{(d.Exclusive ? " excl" : "")}"))}], " +
-            $"placement {Placement}, steps: {string.Join("; ", Steps.Select(s => s.ToString()))}";
+            $"placement {Placement}, group limit {GroupLimit} on {GroupNode}, steps: {string.Join("; ", Steps.Select(s => s.ToString()))}";
     }
 
-    private enum Op { Touch, SetPolicy, Migrate, Rebalance, Pin, UnpinAll, Remove }
+    private enum Op { Touch, SetPolicy, Migrate, Rebalance, Pin, UnpinAll, Remove, Demote, Reserve, Release }
 
     private sealed record Step(Op Op, int First, int Count, int Kind, int[] Nodes, int[] Weights, byte Value)
     {
@@ -33,11 +37,12 @@ public class PolicyModelPropertyTests
 
     private static Gen<Step> Steps =>
         from op in Gen.Frequency((5, Gen.Constant(Op.Touch)), (3, Gen.Constant(Op.SetPolicy)), (2, Gen.Constant(Op.Migrate)),
-                                 (2, Gen.Constant(Op.Rebalance)), (2, Gen.Constant(Op.Pin)), (1, Gen.Constant(Op.UnpinAll)),
-                                 (2, Gen.Constant(Op.Remove)))
+                                 (2, Gen.Constant(Op.Rebalance)), (3, Gen.Constant(Op.Pin)), (1, Gen.Constant(Op.UnpinAll)),
+                                 (2, Gen.Constant(Op.Remove)), (2, Gen.Constant(Op.Demote)), (3, Gen.Constant(Op.Reserve)),
+                                 (1, Gen.Constant(Op.Release)))
         from first in Gen.Choose(0, Pages - 1)
         from count in Gen.Choose(1, Math.Min(16, Pages - first))
-        from kind in Gen.Choose(0, 5)
+        from kind in Gen.Frequency((3, Gen.Constant((int)MemoryPolicyKind.Bind)), (5, Gen.Choose(0, 5)))
         from nodes in Gen.ListOf(Gen.Frequency((1, Gen.Constant(0)), (4, Gen.Choose(1, 3)))).Select(l => l.Distinct().Take(3).ToArray())
         from weights in Gen.ArrayOf(Gen.Choose(1, 3), 3)
         from value in Gen.Choose(1, 255)
@@ -51,8 +56,10 @@ public class PolicyModelPropertyTests
             select new DeviceSpec(capacity, distance, exclusive), n))
         from distances in Gen.ArrayOf(Gen.Choose(0, 80), 3) // device pair distances; below 11 keeps the default
         from placement in Gen.Choose(0, 3)
-        from steps in Gen.ListOf(Steps).Select(l => l.Take(30).ToArray())
-        select new Scenario(devices, distances, placement % (devices.Length + 1), steps);
+        from groupNode in Gen.Choose(0, 3) // 0: no group
+        from groupLimit in Gen.Choose(0, 12)
+        from steps in Gen.ListOf(Steps).Select(l => l.Take(40).ToArray())
+        select new Scenario(devices, distances, placement % (devices.Length + 1), groupNode % (devices.Length + 1), groupLimit, steps);
 
     /// <summary>What the runs covered, so that a generator that stopped producing a case shows.</summary>
     private sealed class Coverage
@@ -69,8 +76,10 @@ public class PolicyModelPropertyTests
         {
             Run(scenario, coverage);
             return true;
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(100));
-        foreach (var what in new[] { "Fallback", "LastResort", "PolicyTarget", "Rebalanced", "Drained", "Migrated", "removed", "remove refused", "exclusive node" })
+        }).Check(Config.QuickThrowOnFailure.WithMaxTest(150));
+        // Refused removals and blocked reservations are rarer draws; PolicyTests and ReservationTests cover them one by one.
+        foreach (var what in new[] { "Fallback", "LastResort", "PolicyTarget", "Rebalanced", "Drained", "Migrated", "removed",
+                                     "exclusive node", "Demoted", "GroupLimitFallback", "reserved", "Compacted" })
             Assert.True(coverage.Seen.GetValueOrDefault(what) > 0, $"no run covered {what}: {string.Join(", ", coverage.Seen)}");
     }
 
@@ -130,7 +139,13 @@ public class PolicyModelPropertyTests
         }
 
         int placementId = online[scenario.Placement] ? scenario.Placement : 0;
-        using var region = system.Reserve(Pages * Page, new RegionOptions { Placement = nodes[placementId], FaultAroundPages = 1, ReadaheadPages = 0 });
+        int groupNode = scenario.GroupNode;
+        var group = groupNode == 0 ? null : system.CreateGroup("model");
+        group?.SetLimit(nodes[groupNode], (ulong)scenario.GroupLimit * Page);
+        using var region = system.Reserve(Pages * Page, new RegionOptions
+        {
+            Placement = nodes[placementId], FaultAroundPages = 1, ReadaheadPages = 0, Group = group,
+        });
         var rules = new List<(ModelRule Rule, int First, int Count)> { (Compile(MemoryPolicyKind.Default, [], [], placementId), 0, Pages) };
         var node = new int?[Pages];
         var target = Enumerable.Repeat(placementId, Pages).ToArray(); // untouched: where the first touch goes first
@@ -139,7 +154,24 @@ public class PolicyModelPropertyTests
         var value = new byte[Pages];
         var pins = new int[Pages];
         var leases = new List<PinLease>();
-        long Free(int id) => id == 0 ? long.MaxValue : online[id] ? specs[id - 1].Capacity - node.Count(x => x == id) : 0;
+        var stamp = new long?[Pages]; // placement order; null where a compaction may have re-placed the page unseen
+        long clock = 0;
+        var extents = new List<ContiguousReservation>();
+        long ExtentPages(int id) => extents.Where(x => x.Node.Id == id).Sum(x => (long)(x.Length / Page));
+        bool GroupLimited(int id) => id == groupNode && node.Count(x => x == id) >= scenario.GroupLimit;
+        long Free(int id)
+        {
+            if (id == 0) return long.MaxValue;
+            if (!online[id]) return 0;
+            long free = specs[id - 1].Capacity - node.Count(x => x == id) - ExtentPages(id);
+            return id == groupNode ? Math.Min(free, scenario.GroupLimit - node.Count(x => x == id)) : free;
+        }
+        void Place(int p, int at, PlacementReason why)
+        {
+            node[p] = at;
+            reason[p] = why;
+            stamp[p] = clock++;
+        }
         int CurrentRule(int page)
         {
             for (int i = rules.Count - 1; i > 0; i--)
@@ -153,22 +185,20 @@ public class PolicyModelPropertyTests
             int t = target[p];
             if (t == 0 || Free(t) > 0)
             {
-                node[p] = t;
-                reason[p] = PlacementReason.PolicyTarget;
+                Place(p, t, PlacementReason.PolicyTarget);
                 return;
             }
+            var fell = GroupLimited(t) ? PlacementReason.GroupLimitFallback : PlacementReason.Fallback;
             foreach (int o in rule.Order)
             {
                 if (o == t) continue;
                 if (Free(o) > 0)
                 {
-                    node[p] = o;
-                    reason[p] = PlacementReason.Fallback;
+                    Place(p, o, fell);
                     return;
                 }
             }
-            node[p] = 0;
-            reason[p] = PlacementReason.LastResort;
+            Place(p, 0, PlacementReason.LastResort);
         }
 
         try
@@ -232,7 +262,7 @@ public class PolicyModelPropertyTests
                             if (node[p] is null) { expected[p] = MigrationOutcome.Placed; target[p] = to; }
                             else if (node[p] == to) expected[p] = MigrationOutcome.AlreadyThere;
                             else if (pins[p] > 0) expected[p] = MigrationOutcome.Pinned;
-                            else if (free-- > 0) { expected[p] = MigrationOutcome.Migrated; node[p] = to; reason[p] = PlacementReason.Migrated; }
+                            else if (free-- > 0) { expected[p] = MigrationOutcome.Migrated; Place(p, to, PlacementReason.Migrated); }
                             else expected[p] = MigrationOutcome.NoCapacity;
                         }
                         var result = region.Migrate((ulong)step.First * Page, (ulong)step.Count * Page, nodes[to]);
@@ -257,8 +287,7 @@ public class PolicyModelPropertyTests
                                 : [t];
                             int? dest = candidates.Cast<int?>().FirstOrDefault(c => Free(c!.Value) > 0);
                             if (dest is null) { full++; continue; }
-                            node[p] = dest;
-                            reason[p] = PlacementReason.Rebalanced;
+                            Place(p, dest.Value, PlacementReason.Rebalanced);
                             moved++;
                         }
                         var result = region.Rebalance((ulong)step.First * Page, (ulong)step.Count * Page);
@@ -287,6 +316,11 @@ public class PolicyModelPropertyTests
                             Assert.Throws<ArgumentException>(() => system.RemoveNode(nodes[victim]));
                             break;
                         }
+                        if (ExtentPages(victim) > 0)
+                        {
+                            Assert.False(Assert.Throws<NodeBusyException>(() => system.RemoveNode(nodes[victim])).IsPinned);
+                            break;
+                        }
                         var order = Fallback(victim);
                         online[victim] = false;
                         bool blocked = false;
@@ -294,8 +328,7 @@ public class PolicyModelPropertyTests
                         {
                             if (node[p] != victim) continue;
                             if (pins[p] > 0) { blocked = true; continue; }
-                            node[p] = order.First(o => Free(o) > 0);
-                            reason[p] = PlacementReason.Drained;
+                            Place(p, order.First(o => Free(o) > 0), PlacementReason.Drained);
                         }
                         if (blocked)
                         {
@@ -313,6 +346,86 @@ public class PolicyModelPropertyTests
                         }
                         break;
                     }
+                    case Op.Demote:
+                    {
+                        int from = step.Nodes.Length > 0 ? step.Nodes[0] % n : 0;
+                        if (from == 0 || !online[from])
+                        {
+                            Assert.Throws<InvalidOperationException>(() => nodes[from].Demote((ulong)step.Count * Page));
+                            break;
+                        }
+                        var candidates = Enumerable.Range(0, Pages).Where(p => node[p] == from && pins[p] == 0).ToArray();
+                        var order = Fallback(from);
+                        ulong demoted = nodes[from].Demote((ulong)step.Count * Page) / Page;
+                        if (candidates.Any(p => stamp[p] is null))
+                        {
+                            // A compaction re-placed some of them in an order the model cannot know: take the engine's word for which went.
+                            foreach (int p in candidates)
+                            {
+                                var now = region.ExplainPlacement((ulong)p * Page);
+                                if (now.Reason == PlacementReason.Demoted && now.Node?.Id != from)
+                                {
+                                    Assert.Contains(now.Node!.Id, order);
+                                    Place(p, now.Node.Id, PlacementReason.Demoted);
+                                }
+                            }
+                            if ((ulong)candidates.Count(p => node[p] != from) != demoted)
+                                throw new InvalidOperationException($"{step}: demoted {demoted}, pages that left {candidates.Count(p => node[p] != from)}");
+                            break;
+                        }
+                        var coldest = candidates.OrderBy(p => stamp[p]).Take(step.Count).OrderBy(p => p).ToArray();
+                        foreach (int p in coldest) Place(p, order.First(o => Free(o) > 0), PlacementReason.Demoted);
+                        if (demoted != (ulong)coldest.Length)
+                            throw new InvalidOperationException($"{step}: demoted {demoted}, model {coldest.Length}");
+                        break;
+                    }
+                    case Op.Reserve:
+                    {
+                        int on = step.Nodes.Length > 0 ? step.Nodes[0] % n : 0;
+                        if (on == 0 || !online[on])
+                        {
+                            Assert.Throws<ArgumentException>(() => nodes[on].ReserveContiguous((ulong)step.Count * Page));
+                            break;
+                        }
+                        var before = Enumerable.Range(0, Pages).Select(p => region.ExplainPlacement((ulong)p * Page)).ToArray();
+                        var order = Fallback(on);
+                        try
+                        {
+                            extents.Add(nodes[on].ReserveContiguous((ulong)step.Count * Page));
+                            coverage.Add("reserved");
+                        }
+                        catch (CompactionBlockedException blocked)
+                        {
+                            Assert.Contains(Enumerable.Range(0, Pages), p => node[p] == on && pins[p] > 0);
+                            Assert.All(blocked.PinnedPages, a => Assert.True(pins[(int)((ulong)(a - region.Pointer) / Page)] > 0));
+                            coverage.Add("reservation blocked");
+                        }
+                        catch (DeviceCapacityExhaustedException)
+                        {
+                            // Only other extents (or a size over the capacity) leave no window at all.
+                            Assert.True(step.Count > specs[on - 1].Capacity || ExtentPages(on) > 0, $"{step}: refused with room");
+                        }
+                        for (int p = 0; p < Pages; p++)
+                        {
+                            var now = region.ExplainPlacement((ulong)p * Page);
+                            if (now.Node == before[p].Node && now.Reason == before[p].Reason) continue;
+                            // Moved by the compaction: off this node only, to it or down its order, saying so.
+                            if (node[p] != on || pins[p] > 0 || now.Reason != PlacementReason.Compacted || (now.Node!.Id != on && !order.Contains(now.Node.Id)))
+                                throw new InvalidOperationException($"{step}: page {p} went from {before[p]} to {now}");
+                            node[p] = now.Node.Id;
+                            reason[p] = PlacementReason.Compacted;
+                            stamp[p] = null;
+                        }
+                        break;
+                    }
+                    case Op.Release:
+                        if (extents.Count > 0)
+                        {
+                            var extent = extents[step.First % extents.Count];
+                            extent.Dispose();
+                            extents.Remove(extent);
+                        }
+                        break;
                 }
                 for (int p = 0; p < Pages; p++)
                 {
@@ -331,8 +444,12 @@ public class PolicyModelPropertyTests
                         if (Exclusive(on)) coverage.Add("exclusive node");
                     }
                 for (int id = 1; id < n; id++)
-                    if (nodes[id].GetUsage().UsedBytes != (ulong)node.Count(x => x == id) * Page)
-                        throw new InvalidOperationException($"after {step}: node {id} uses {nodes[id].GetUsage().UsedBytes / Page}, model {node.Count(x => x == id)}");
+                    if (nodes[id].GetUsage().UsedBytes != (ulong)(node.Count(x => x == id) + ExtentPages(id)) * Page)
+                        throw new InvalidOperationException($"after {step}: node {id} uses {nodes[id].GetUsage().UsedBytes / Page}, model {node.Count(x => x == id)} + extents {ExtentPages(id)}");
+                if (group is not null)
+                    for (int id = 0; id < n; id++)
+                        if (group.GetUsage(nodes[id]) != (ulong)node.Count(x => x == id) * Page)
+                            throw new InvalidOperationException($"after {step}: the group uses {group.GetUsage(nodes[id]) / Page} on {id}, model {node.Count(x => x == id)}");
             }
         }
         catch (Exception e) when (e is not InvalidOperationException || e.Message.StartsWith("after") == false)
@@ -342,6 +459,7 @@ public class PolicyModelPropertyTests
         finally
         {
             foreach (var lease in leases) lease.Dispose();
+            foreach (var extent in extents) extent.Dispose();
         }
     }
 }
