@@ -66,6 +66,7 @@ internal enum CdmWhy
     Demoted = 7,
     Compacted = 8,
     GroupLimit = 9,
+    CpuFault = 10,
 }
 
 /// <summary>System calls the engine's fault injection can fail (enum cdm_op).</summary>

@@ -52,6 +52,10 @@ internal static unsafe partial class CdmEngine
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_demote")]
     public static partial int NodeDemote(EngineSafeHandle engine, int node, ulong frames, sbyte* order, uint orderLength, out ulong demoted);
 
+    /// <summary>Makes a device node private: its pages are not mapped; a CPU touch brings one back down the order.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "cdm_node_make_private")]
+    public static partial int NodeMakePrivate(EngineSafeHandle engine, int node, sbyte* order, uint orderLength);
+
     /// <summary>Takes a device node offline and migrates every page off it, in the given order of targets.</summary>
     [LibraryImport(LibraryName, EntryPoint = "cdm_node_drain")]
     public static partial int NodeDrain(EngineSafeHandle engine, int node, sbyte* order, uint orderLength, out ulong leftPages, out ulong blockedAddress);

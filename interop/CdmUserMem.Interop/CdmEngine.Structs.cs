@@ -30,4 +30,5 @@ internal struct CdmStats
     public ulong PagesUnshared;
     public ulong PagesDemoted;
     public ulong PagesCompacted;
+    public ulong PrivateFaults;
 }

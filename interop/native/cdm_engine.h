@@ -59,7 +59,8 @@ enum cdm_why {
     CDM_WHY_DRAINED = 6,     /* moved off a node being unplugged */
     CDM_WHY_DEMOTED = 7,
     CDM_WHY_COMPACTED = 8,   /* moved off frames a contiguous reservation needed */
-    CDM_WHY_GROUP_LIMIT = 9, /* first touch: the target had room, but the region's group was at its limit there */     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
+    CDM_WHY_GROUP_LIMIT = 9, /* first touch: the target had room, but the region's group was at its limit there */
+    CDM_WHY_CPU_FAULT = 10,  /* brought back from a private node because the CPU touched it */     /* demoted by pressure: the least recently placed pages of a node over its high watermark */
 };
 
 /* System calls fault injection can fail (cdm_inject). */
@@ -124,6 +125,7 @@ typedef struct cdm_stats {
     uint64_t pages_unshared;        /* copy-on-write sharing with a forked child broken so the page could move */
     uint64_t pages_demoted;         /* moved off nodes over their high watermark */
     uint64_t pages_compacted;       /* moved off frames contiguous reservations needed */
+    uint64_t private_faults;        /* CPU touches of pages on private nodes, each bringing its page back */
 } cdm_stats;
 
 int cdm_engine_create(uint64_t mapping_budget, uint32_t copy_channels, uint32_t flags, cdm_engine **out,
@@ -212,6 +214,12 @@ int cdm_group_set_limit(cdm_engine *e, uint32_t group, int32_t node, uint64_t fr
 int cdm_group_usage(cdm_engine *e, uint32_t group, int32_t node, uint64_t *frames);
 /* Puts a region that holds no page yet into a group (-EBUSY once it holds pages). */
 int cdm_region_set_group(cdm_region *r, uint32_t group);
+
+/* Makes a device node private (device-private memory): its pages are not mapped in regions; a CPU touch of
+ * one brings it back to the first node of order with room (the host serves the rest). First touches never
+ * land there; only migrations put pages there. Call before any page lands on the node; calling it again
+ * for a private node only changes its order. */
+int cdm_node_make_private(cdm_engine *e, int32_t node, const int8_t *order, uint32_t order_len);
 
 /* Demotes the node's frames least recently placed unpinned pages now, to the first node of order with room
  * (proactive demotion, as memory.reclaim reclaims on request); *demoted says how many moved. */

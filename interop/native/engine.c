@@ -181,6 +181,7 @@ void cdm_engine_stats(cdm_engine *e, cdm_stats *o) {
     o->pages_unshared = e->st.unshared;
     o->pages_demoted = e->st.demoted;
     o->pages_compacted = e->st.compacted;
+    o->private_faults = e->st.private_faults;
 }
 
 /* Bytes in a cgroup v2 memory file of this process's group, or UINT64_MAX ("max", or unreadable). */
@@ -307,7 +308,7 @@ const char *cdm_abi_describe(void) {
              "sizeof(cdm_heap_options)=%zu;sizeof(cdm_heap_stats)=%zu;sizeof(cdm_heap_range)=%zu;"
              "CDM_MAX_PLANS=%d;CDM_MAX_RULE=%d;CDM_E_PLAN_LIMIT=%d;CDM_E_NO_ROOM=%d;CDM_WHY_UNTOUCHED=%d;"
              "CDM_WHY_TARGET=%d;CDM_WHY_FALLBACK=%d;CDM_WHY_LAST_RESORT=%d;CDM_WHY_MIGRATED=%d;CDM_WHY_REBALANCED=%d;"
-             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;CDM_WHY_COMPACTED=%d;CDM_WHY_GROUP_LIMIT=%d;CDM_MAX_GROUPS=%d;"
+             "CDM_WHY_DRAINED=%d;CDM_WHY_DEMOTED=%d;CDM_WHY_COMPACTED=%d;CDM_WHY_GROUP_LIMIT=%d;CDM_MAX_GROUPS=%d;CDM_WHY_CPU_FAULT=%d;"
              "sizeof(cdm_stats)=%zu",
              CDM_PAGE_SIZE, CDM_HOST_NODE, CDM_MAX_NODES, CDM_MAX_PINS, CDM_E_NO_USERFAULTFD, CDM_E_MISSING_FEATURE,
              CDM_E_MAPPING_BUDGET, CDM_E_FORKED, CDM_E_NODE_LIMIT, CDM_E_PINNED, CDM_CREATE_USER_MODE_ONLY,
@@ -322,6 +323,6 @@ const char *cdm_abi_describe(void) {
              sizeof(cdm_heap_options), sizeof(cdm_heap_stats), sizeof(cdm_heap_range), CDM_MAX_PLANS, CDM_MAX_RULE,
              CDM_E_PLAN_LIMIT, CDM_E_NO_ROOM, CDM_WHY_UNTOUCHED, CDM_WHY_TARGET, CDM_WHY_FALLBACK, CDM_WHY_LAST_RESORT,
              CDM_WHY_MIGRATED, CDM_WHY_REBALANCED, CDM_WHY_DRAINED, CDM_WHY_DEMOTED, CDM_WHY_COMPACTED, CDM_WHY_GROUP_LIMIT,
-             CDM_MAX_GROUPS, sizeof(cdm_stats));
+             CDM_MAX_GROUPS, CDM_WHY_CPU_FAULT, sizeof(cdm_stats));
     return text;
 }

@@ -83,6 +83,11 @@ typedef struct device_node {
     uint64_t capacity;
     frame_pool pool;
     bool pinned;
+    /* Device-private (the kernel's MEMORY_DEVICE_PRIVATE): its pages are never mapped in regions; a CPU touch
+     * brings one back to the first node of back_order with room (the host last). Set before any page lands. */
+    bool private_node;
+    uint32_t back_len;
+    int8_t back_order[CDM_MAX_NODES + 1];
     /* Pressure, under engine.pressure.lock: demote down to low frames, to the first of order with room. */
     uint64_t low;
     uint32_t order_len;
@@ -204,7 +209,7 @@ struct cdm_engine {
     struct {
         _Atomic uint64_t faults_missing, faults_on_migrating, zero_filled, first_touch_device, fallbacks,
             migrated, aborted, budget_refusals, readahead, refused_pinned, refused_shared, refilled,
-            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared, demoted, compacted;
+            fill_errors, loop_errors, bytes_copied, ns_detach, ns_copy, ns_attach, ns_release, unshared, demoted, compacted, private_faults;
     } st;
     _Atomic bool record_latency;
     struct {
@@ -262,6 +267,8 @@ bool budget_take(cdm_engine *e, int64_t delta);
 cdm_region *region_get(cdm_engine *e, uint64_t addr); /* takes a reference */
 void region_put(cdm_region *r);
 
+static inline bool node_private(const cdm_engine *e, int node) { return node != CDM_HOST_NODE && e->nodes[node].private_node; }
+
 /* The node an untouched page's first touch targets. */
 static inline int empty_target(const cdm_region *r, uint64_t w) {
     int n = PS_NODE(w);
@@ -281,6 +288,11 @@ uint64_t group_charge(cdm_region *r, int node, uint64_t want, bool *limited);
 void group_uncharge(cdm_region *r, int node, uint64_t n);
 uint64_t region_frames_alloc(cdm_region *r, int node, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res, bool *limited);
 void region_frames_free(cdm_region *r, int node, uint64_t start, uint64_t count, cdm_reservation *res);
+
+/* private.c */
+/* Brings page p, resident on a private node (word w), back into the region because the CPU touched it:
+ * 1 done (the caller wakes the page), 0 busy (whoever holds it wakes the toucher), < 0 failed (retry later). */
+int private_bring_back(cdm_region *r, uint64_t page, uint64_t w);
 
 /* pressure.c */
 void pressure_kick(cdm_engine *e);

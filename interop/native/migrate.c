@@ -202,6 +202,7 @@ static uint8_t unshare_and_retry(cdm_region *r, uint64_t p, uint8_t *holder) {
  * others get their outcome and stay as they were. */
 static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
     cdm_engine *e = r->engine;
+    if (node_private(e, run->src)) return; /* never mapped: its page is in its frame's slot already */
     bool single = false;
     for (uint64_t i = 0; i < run->count;) {
         uint64_t n = single ? 1 : run->count - i, moved;
@@ -242,7 +243,7 @@ static void detach_run(cdm_region *r, mig_run *run, uint8_t *out) {
 static void restore(cdm_region *r, mig_run *run, uint64_t i) {
     cdm_engine *e = r->engine;
     uint8_t *at = r->base + (run->first_page + i) * PAGE, *holder = holder_addr(e, run, i);
-    for (unsigned attempt = 0;; attempt++) {
+    for (unsigned attempt = 0; !node_private(e, run->src); attempt++) { /* a private source never left its slot */
         uint64_t done;
         int rc = uffd_move(e, at, holder, PAGE, true, &done);
         if (rc == 0 || rc == -EEXIST) break;
@@ -271,6 +272,13 @@ static void copy_and_attach(cdm_region *r, mig_run *run, int target, uint8_t *ou
         uint64_t t0 = now_ns(), i = a;
         /* Into a device frame, or a spare host page; without a spare, UFFDIO_COPY copies as it attaches. */
         if (target != CDM_HOST_NODE) channels_copy(&e->copy, frame_addr(e, target, run->dst_frame + a), holder, (b - a) * PAGE);
+        if (node_private(e, target)) {
+            /* Not mapped: the copy is the page. Its waiters are woken once it is published. */
+            *ns_copy += now_ns() - t0;
+            atomic_fetch_add(&e->st.bytes_copied, (b - a) * PAGE);
+            a = b;
+            continue;
+        }
         else if (run->has_spare) channels_copy(&e->copy, e->staging + (run->spare + a) * PAGE, holder, (b - a) * PAGE);
         uint64_t t1 = now_ns();
         while (i < b) {
@@ -330,6 +338,8 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, u
     } else {
         atomic_fetch_sub(&r->device_pages, moved);
     }
+    /* Nothing was attached for a private target: wake whoever touched the pages meanwhile. */
+    if (node_private(e, target) && run->count) uffd_wake(e, r->base + run->first_page * PAGE, run->count * PAGE);
     if (target == CDM_HOST_NODE) {
         atomic_fetch_add(&r->host_pages, moved);
         atomic_fetch_add(&e->host_pages, moved);

@@ -143,6 +143,12 @@ static void release_device_frames(cdm_region *r) {
             n++;
         }
         uint8_t *slot = frame_addr(e, node, frame);
+        if (node_private(e, node)) {
+            region_frames_free(r, node, frame, n, NULL); /* never mapped: the pages are in their slots */
+            atomic_fetch_sub(&r->device_pages, n);
+            p += n - 1;
+            continue;
+        }
         uint64_t moved = 0;
         int rc = uffd_move(e, slot, r->base + p * PAGE, n * PAGE, false, &moved);
         if (rc == 0) region_frames_free(r, node, frame, n, NULL);
@@ -229,6 +235,17 @@ int cdm_region_pin(cdm_region *r, uint64_t first, uint64_t count) {
             continue;
         }
         case PS_RESIDENT:
+            if (node_private(r->engine, PS_NODE(w))) {
+                /* A pinned page is handed to system calls: it must be mapped. */
+                int rc = private_bring_back(r, p, w);
+                if (rc > 0) uffd_wake(r->engine, r->base + p * PAGE, PAGE);
+                else if (rc == 0) sched_yield(); /* a migration holds it for a bounded step */
+                else {
+                    unpin_pages(r, first, p - first);
+                    return rc;
+                }
+                continue;
+            }
             if (PS_PINS(w) == CDM_MAX_PINS) {
                 unpin_pages(r, first, p - first);
                 return CDM_E_PINNED;

@@ -74,6 +74,7 @@ static uint64_t resolve_on_device(cdm_region *r, uint64_t s, uint64_t n, int nod
     cdm_engine *e = r->engine;
     uint64_t done = 0;
     *limited = false;
+    if (node_private(e, node)) return 0; /* a page the CPU touches must be mapped: never placed there */
     bool single = false;
     while (done < n) {
         uint64_t p = s + done, hint = UINT64_MAX, got;
@@ -207,6 +208,12 @@ static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writab
     case PS_FAULTING: *wake_count = 0; return; /* its resolver wakes it */
     case PS_MIGRATING: *wake_count = 0; atomic_fetch_add(&e->st.faults_on_migrating, 1); return; /* the migration wakes it */
     default:
+        if (PS_STATE(w) == PS_RESIDENT && node_private(e, PS_NODE(w))) {
+            int rc = private_bring_back(r, p, w);
+            if (rc <= 0) *wake_count = 0; /* busy: whoever holds it wakes the toucher */
+            if (rc < 0) retry_later(e, (uint64_t)(r->base + p * PAGE));
+            return;
+        }
         if (!refill(e, r, p, w)) *wake_count = 0;
         return;
     }

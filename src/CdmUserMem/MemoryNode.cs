@@ -9,6 +9,9 @@ public enum MemoryNodeKind
     /// <summary>A fixed arena, populated at creation and locked where allowed, whose frames the CPU maps
     /// directly: device memory that stays CPU-coherent.</summary>
     CoherentDevice,
+    /// <summary>Device memory the CPU cannot map (the kernel's device-private memory): pages migrated there
+    /// are unmapped, and a CPU touch brings them back (see <see cref="MemorySystem.AddPrivateDeviceNode"/>).</summary>
+    PrivateDevice,
 }
 
 /// <summary>Frames in use on a node. The host node is unbounded: its capacity reads 0.</summary>
@@ -114,6 +117,7 @@ public sealed class MemoryNode
     public unsafe ContiguousReservation ReserveContiguous(ulong bytes, nint address = 0)
     {
         if (Kind == MemoryNodeKind.Host) throw new ArgumentException("The host node has no frames to reserve; reserve on a device node.");
+        if (Kind == MemoryNodeKind.PrivateDevice) throw new ArgumentException($"Node '{Name}' is private: the CPU cannot map a reservation there.");
         if (!IsOnline) throw new ArgumentException($"Node '{Name}' was removed.");
         if (bytes == 0 || bytes % CdmEngine.PageSize != 0)
             throw new ArgumentException($"Size must be a positive multiple of the page size ({CdmEngine.PageSize}); got {bytes}.", nameof(bytes));

@@ -55,6 +55,9 @@ public readonly record struct MemoryStatistics
     /// <summary>Pages moved off frames a contiguous reservation needed (<see cref="MemoryNode.ReserveContiguous"/>).</summary>
     public ulong PagesCompacted { get; init; }
 
+    /// <summary>CPU touches of pages resident on private device nodes, each bringing its page back to a CPU-reachable node.</summary>
+    public ulong PrivateNodeFaults { get; init; }
+
     /// <summary>Resident pages the application discarded (madvise MADV_DONTNEED) and touched again: zeros.</summary>
     public ulong PagesRefilled { get; init; }
 

@@ -133,7 +133,34 @@ public sealed partial class MemorySystem : IDisposable
     /// <param name="distance">Distance from the host (10 is local); node-to-node distances default through the host.</param>
     /// <param name="exclusive">Never a fallback target: only policies that name it place pages there (see
     /// <see cref="MemoryNode.IsExclusive"/>).</param>
-    public MemoryNode AddCoherentDeviceNode(string name, ulong capacity, int distance = 40, bool exclusive = false)
+    public MemoryNode AddCoherentDeviceNode(string name, ulong capacity, int distance = 40, bool exclusive = false) =>
+        AddDeviceNode(name, capacity, distance, exclusive, MemoryNodeKind.CoherentDevice);
+
+    /// <summary>
+    /// Adds a private device node, as the kernel's device-private memory: the CPU cannot map its memory, so a
+    /// page migrated there is not mapped in its region; a CPU touch of it faults, and the engine copies it back
+    /// to the nearest CPU-reachable node with room (<see cref="MemoryTopology.FallbackOrder"/>, the host
+    /// last) and wakes the toucher. Only migrations put pages there: first touches, placements and policies
+    /// never name it, and pins bring pages back first. A fork() child does not see pages resident there.
+    /// </summary>
+    public MemoryNode AddPrivateDeviceNode(string name, ulong capacity, int distance = 40, bool exclusive = false)
+    {
+        var node = AddDeviceNode(name, capacity, distance, exclusive, MemoryNodeKind.PrivateDevice);
+        SendBackOrder(node);
+        return node;
+    }
+
+    /// <summary>Tells the engine where a CPU touch brings a private node's pages: its fallback order now.</summary>
+    internal unsafe void SendBackOrder(MemoryNode node)
+    {
+        var order = Topology.FallbackOrder(node);
+        sbyte* ids = stackalloc sbyte[order.Count];
+        for (int i = 0; i < order.Count; i++) ids[i] = (sbyte)order[i].Id;
+        int rc = CdmEngine.NodeMakePrivate(EngineHandle, node.Id, ids, (uint)order.Count);
+        if (rc < 0) throw NativeErrors.ForErrno(rc, $"setting where private node '{node.Name}' returns pages");
+    }
+
+    private MemoryNode AddDeviceNode(string name, ulong capacity, int distance, bool exclusive, MemoryNodeKind kind)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (capacity == 0 || capacity % CdmEngine.PageSize != 0)
@@ -151,7 +178,7 @@ public sealed partial class MemorySystem : IDisposable
                 "not locked: CdmUserMem locks arenas only together with every region (UFFDIO_MOVE moves pages only " +
                 "between areas that are both locked or both not), which needs CAP_IPC_LOCK or an unlimited " +
                 "RLIMIT_MEMLOCK (ulimit -l unlimited)";
-            var node = new MemoryNode(this, id, name, MemoryNodeKind.CoherentDevice, capacity, distance, pinned != 0, pinFailure, exclusive);
+            var node = new MemoryNode(this, id, name, kind, capacity, distance, pinned != 0, pinFailure, exclusive);
             if (pinFailure is not null) Log.ArenaNotPinned(Telemetry.Logger, name, capacity, pinFailure);
             _nodes = [.. _nodes, node];
             return node;
@@ -284,6 +311,7 @@ public sealed partial class MemorySystem : IDisposable
             PagesUnshared = s.PagesUnshared,
             PagesDemoted = s.PagesDemoted,
             PagesCompacted = s.PagesCompacted,
+            PrivateNodeFaults = s.PrivateFaults,
             PagesRefilled = s.PagesRefilled,
             FillErrors = s.FillErrors,
             FaultLoopErrors = s.FaultLoopErrors,
@@ -333,6 +361,15 @@ public sealed partial class MemorySystem : IDisposable
 
     /// <summary>As <see cref="ValidateNode"/>, and the node must still be online: a target for pages.</summary>
     internal void ValidatePlacementNode(MemoryNode node, string paramName)
+    {
+        ValidateMigrationTarget(node, paramName);
+        if (node.Kind == MemoryNodeKind.PrivateDevice)
+            throw new ArgumentException($"Node '{node.Name}' is private: the CPU cannot map it, so first touches cannot land there; " +
+                                        "migrate pages to it instead.", paramName);
+    }
+
+    /// <summary>As <see cref="ValidateNode"/>, and the node must still be online: a target for migrations.</summary>
+    internal void ValidateMigrationTarget(MemoryNode node, string paramName)
     {
         ValidateNode(node, paramName);
         if (!node.IsOnline) throw new ArgumentException($"Node '{node.Name}' was removed; it takes no pages.", paramName);

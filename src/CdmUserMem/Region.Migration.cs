@@ -80,7 +80,7 @@ public sealed unsafe partial class Region
     {
         options ??= MigrationOptions.Default;
         var (first, count) = PageRange(offset, length);
-        System.ValidatePlacementNode(target, nameof(target));
+        System.ValidateMigrationTarget(target, nameof(target));
         if (options.BatchPages is 0 or > 65536)
             throw new ArgumentOutOfRangeException(nameof(options.BatchPages), options.BatchPages, "Batches must be 1 to 65536 pages.");
         ArgumentOutOfRangeException.ThrowIfNegative(options.BusyRetries, nameof(options.BusyRetries));

@@ -89,6 +89,7 @@ public sealed unsafe partial class Region
             CdmWhy.Demoted => PlacementReason.Demoted,
             CdmWhy.Compacted => PlacementReason.Compacted,
             CdmWhy.GroupLimit => PlacementReason.GroupLimitFallback,
+            CdmWhy.CpuFault => PlacementReason.BroughtBack,
             _ => PlacementReason.Drained,
         };
         // An explicit migration or a drain names no rule: the page's policy is the one that applies now.
@@ -118,6 +119,7 @@ public sealed unsafe partial class Region
             PlacementReason.Rebalanced => $"{where} is on '{node.Name}', moved there by a rebalance applying {ruleText}",
             PlacementReason.Demoted => $"{where} is on '{node.Name}', demoted there by pressure (its node was over its high watermark and it " +
                                        $"was among the least recently placed pages there); the policy now is {ruleText}",
+            PlacementReason.BroughtBack => $"{where} is on '{node.Name}', brought back from a private node when the CPU touched it; the policy now is {ruleText}",
             PlacementReason.Compacted => $"{where} is on '{node.Name}', moved there to make room for a contiguous reservation; the policy now is {ruleText}",
             _ => $"{where} is on '{node.Name}', drained there when its node was removed; the policy now is {ruleText}",
         };

@@ -129,7 +129,8 @@ public sealed unsafe class NativeHeap : IDisposable
     /// </summary>
     public MigrationResult Migrate(void* allocation, MemoryNode target, MigrationOptions? options = null)
     {
-        System.ValidateNode(target, nameof(target));
+        // Not to a private node: the heap reuses freed memory it discarded, and relies on it reading zeros.
+        System.ValidatePlacementNode(target, nameof(target));
         var result = new MigrationResult(target);
         ulong offset = 0;
         using (Hold()) MigrateRange(Locate(allocation), target, options ?? MigrationOptions.Default, result, ref offset);
@@ -139,7 +140,8 @@ public sealed unsafe class NativeHeap : IDisposable
     /// <summary>Migrates every page the heap has used (live, and freed but kept) to <paramref name="target"/>.</summary>
     public MigrationResult MigrateAll(MemoryNode target, MigrationOptions? options = null)
     {
-        System.ValidateNode(target, nameof(target));
+        // Not to a private node: the heap reuses freed memory it discarded, and relies on it reading zeros.
+        System.ValidatePlacementNode(target, nameof(target));
         var result = new MigrationResult(target);
         ulong offset = 0;
         using (Hold())

@@ -31,7 +31,7 @@ public sealed partial class MemorySystem
     /// online and usable, holding those pages; pages moved before stay moved.</exception>
     public unsafe void RemoveNode(MemoryNode node)
     {
-        ValidatePlacementNode(node, nameof(node));
+        ValidateMigrationTarget(node, nameof(node));
         if (node.Kind == MemoryNodeKind.Host) throw new ArgumentException("The host node cannot be removed.", nameof(node));
         lock (_nodeRemoval)
         {

@@ -39,7 +39,8 @@ public sealed class MemoryTopology
 
     /// <summary>
     /// Sets the distance between two different nodes, both ways (11 to 254, as in a SLIT). Fallback orders
-    /// are taken when a policy is set or a region reserved: later changes apply to later policies.
+    /// are taken when a policy is set, a region reserved or pressure turned on: later changes apply to later
+    /// ones. Where private nodes return touched pages follows at once.
     /// </summary>
     /// <exception cref="ArgumentException">The same node twice, or a node of another system.</exception>
     public void SetDistance(MemoryNode a, MemoryNode b, int distance)
@@ -50,18 +51,21 @@ public sealed class MemoryTopology
         ArgumentOutOfRangeException.ThrowIfLessThan(distance, 11);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(distance, 254);
         lock (_sync) _distances[Key(a, b)] = distance;
+        // Private nodes return touched pages by distance now, not by the distances they were made with.
+        foreach (var node in _system.Nodes)
+            if (node.Kind == MemoryNodeKind.PrivateDevice && node.IsOnline) _system.SendBackOrder(node);
     }
 
     private static (int, int) Key(MemoryNode a, MemoryNode b) => a.Id < b.Id ? (a.Id, b.Id) : (b.Id, a.Id);
 
     /// <summary>
     /// The nodes a page whose first choice is <paramref name="from"/> falls back to, nearest first (ties by
-    /// id): every online node but <paramref name="from"/> that is not exclusive. The host is always in it.
+    /// id): every online node but <paramref name="from"/> that is neither exclusive nor private. The host is always in it.
     /// </summary>
     public IReadOnlyList<MemoryNode> FallbackOrder(MemoryNode from)
     {
         _system.ValidateNode(from, nameof(from));
-        return ByDistance(from, _system.Nodes.Where(n => n != from && n.IsOnline && !n.IsExclusive));
+        return ByDistance(from, _system.Nodes.Where(n => n != from && n.IsOnline && !n.IsExclusive && n.Kind != MemoryNodeKind.PrivateDevice));
     }
 
     /// <summary><paramref name="nodes"/> sorted by distance from <paramref name="from"/>, ties by id.</summary>
@@ -77,7 +81,7 @@ public sealed class MemoryTopology
         var (hostTotal, hostFree) = HostMemory();
         foreach (var node in nodes)
         {
-            var flags = new List<string> { node.Kind == MemoryNodeKind.Host ? "host" : "coherent-device" };
+            var flags = new List<string> { node.Kind switch { MemoryNodeKind.Host => "host", MemoryNodeKind.CoherentDevice => "coherent-device", _ => "private-device" } };
             if (node.IsExclusive) flags.Add("exclusive");
             if (!node.IsOnline) flags.Add("removed");
             text.Append($"node {node.Id} ({node.Name}) kind: {string.Join(", ", flags)}\n");

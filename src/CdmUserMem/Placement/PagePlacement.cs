@@ -26,6 +26,8 @@ public enum PlacementReason
     /// <summary>Its first touch fell back: the target had room, but the region's <see cref="AccountingGroup"/> was
     /// at its limit there.</summary>
     GroupLimitFallback,
+    /// <summary>Brought back from a private device node because the CPU touched it.</summary>
+    BroughtBack,
 }
 
 /// <summary>

@@ -63,7 +63,7 @@ internal sealed record PolicyRule(uint Id, ulong FirstPage, ulong PageCount, Mem
             }
             default: // Interleave, WeightedInterleave
             {
-                var rest = system.Nodes.Where(n => n.IsOnline && !n.IsExclusive && !policy.Names(n));
+                var rest = system.Nodes.Where(n => n.IsOnline && !n.IsExclusive && n.Kind != MemoryNodeKind.PrivateDevice && !policy.Names(n));
                 pattern = policy.Nodes.SelectMany((n, i) => Enumerable.Repeat(n, policy.Weights[i])).ToArray();
                 order = [.. policy.Nodes, .. topology.ByDistance(host, rest)];
                 break;
