@@ -19,12 +19,12 @@ public class PolicyModelPropertyTests
 {
     private const int Pages = 48;
 
-    private sealed record DeviceSpec(int Capacity, int Distance, bool Exclusive);
+    private sealed record DeviceSpec(int Capacity, int Distance, bool Exclusive, bool Private);
 
     private sealed record Scenario(DeviceSpec[] Devices, int[] Distances, int Placement, int GroupNode, int GroupLimit, Step[] Steps)
     {
         public override string ToString() =>
-            $"devices [{string.Join(", ", Devices.Select(d => $"{d.Capacity}p d{d.Distance}{(d.Exclusive ? " excl" : "")}"))}], " +
+            $"devices [{string.Join(", ", Devices.Select(d => $"{d.Capacity}p d{d.Distance}{(d.Exclusive ? " excl" : "")}{(d.Private ? " private" : "")}"))}], " +
             $"placement {Placement}, group limit {GroupLimit} on {GroupNode}, steps: {string.Join("; ", Steps.Select(s => s.ToString()))}";
     }
 
@@ -53,7 +53,8 @@ public class PolicyModelPropertyTests
             from capacity in Gen.Choose(2, 20)
             from distance in Gen.Choose(12, 60)
             from exclusive in Gen.Frequency((3, Gen.Constant(false)), (1, Gen.Constant(true)))
-            select new DeviceSpec(capacity, distance, exclusive), n))
+            from isPrivate in Gen.Frequency((4, Gen.Constant(false)), (1, Gen.Constant(true)))
+            select new DeviceSpec(capacity, distance, exclusive, isPrivate), n))
         from distances in Gen.ArrayOf(Gen.Choose(0, 80), 3) // device pair distances; below 11 keeps the default
         from placement in Gen.Choose(0, 3)
         from groupNode in Gen.Choose(0, 3) // 0: no group
@@ -79,7 +80,7 @@ public class PolicyModelPropertyTests
         }).Check(Config.QuickThrowOnFailure.WithMaxTest(150));
         // Refused removals and blocked reservations are rarer draws; PolicyTests and ReservationTests cover them one by one.
         foreach (var what in new[] { "Fallback", "LastResort", "PolicyTarget", "Rebalanced", "Drained", "Migrated", "removed",
-                                     "exclusive node", "Demoted", "GroupLimitFallback", "reserved", "Compacted" })
+                                     "exclusive node", "Demoted", "GroupLimitFallback", "reserved", "Compacted", "brought back" })
             Assert.True(coverage.Seen.GetValueOrDefault(what) > 0, $"no run covered {what}: {string.Join(", ", coverage.Seen)}");
     }
 
@@ -97,7 +98,9 @@ public class PolicyModelPropertyTests
         var nodes = new List<MemoryNode> { system.Host };
         var specs = scenario.Devices;
         for (int i = 0; i < specs.Length; i++)
-            nodes.Add(system.AddCoherentDeviceNode($"d{i + 1}", (ulong)specs[i].Capacity * Page, specs[i].Distance, specs[i].Exclusive));
+            nodes.Add(specs[i].Private
+                ? system.AddPrivateDeviceNode($"d{i + 1}", (ulong)specs[i].Capacity * Page, specs[i].Distance, specs[i].Exclusive)
+                : system.AddCoherentDeviceNode($"d{i + 1}", (ulong)specs[i].Capacity * Page, specs[i].Distance, specs[i].Exclusive));
         int n = nodes.Count;
         var distance = new int[n, n];
         for (int a = 0; a < n; a++)
@@ -113,8 +116,9 @@ public class PolicyModelPropertyTests
             }
         var online = Enumerable.Repeat(true, n).ToArray();
         bool Exclusive(int id) => id > 0 && specs[id - 1].Exclusive;
+        bool Private(int id) => id > 0 && specs[id - 1].Private;
         int[] ByDistance(int from, IEnumerable<int> ids) => ids.OrderBy(i => distance[from, i]).ThenBy(i => i).ToArray();
-        int[] Fallback(int from) => ByDistance(from, Enumerable.Range(0, n).Where(i => i != from && online[i] && !Exclusive(i)));
+        int[] Fallback(int from) => ByDistance(from, Enumerable.Range(0, n).Where(i => i != from && online[i] && !Exclusive(i) && !Private(i)));
 
         ModelRule Compile(MemoryPolicyKind kind, int[] named, int[] weights, int placement)
         {
@@ -134,11 +138,11 @@ public class PolicyModelPropertyTests
                 }
                 default:
                     return new(kind, named, named.SelectMany((id, i) => Enumerable.Repeat(id, weights[i])).ToArray(),
-                               [.. named, .. ByDistance(0, Enumerable.Range(0, n).Where(i => online[i] && !Exclusive(i) && !named.Contains(i)))]);
+                               [.. named, .. ByDistance(0, Enumerable.Range(0, n).Where(i => online[i] && !Exclusive(i) && !Private(i) && !named.Contains(i)))]);
             }
         }
 
-        int placementId = online[scenario.Placement] ? scenario.Placement : 0;
+        int placementId = online[scenario.Placement] && !Private(scenario.Placement) ? scenario.Placement : 0;
         int groupNode = scenario.GroupNode;
         var group = groupNode == 0 ? null : system.CreateGroup("model");
         group?.SetLimit(nodes[groupNode], (ulong)scenario.GroupLimit * Page);
@@ -179,20 +183,28 @@ public class PolicyModelPropertyTests
             return 0;
         }
 
+        // A CPU touch of a page on a private node copies it to the first node of that node's order with room.
+        void BringBack(int p)
+        {
+            int from = node[p]!.Value;
+            Place(p, Fallback(from).First(o => o == 0 || Free(o) > 0), PlacementReason.BroughtBack);
+            coverage.Add("brought back");
+        }
+
         void FirstTouch(int p)
         {
             var rule = rules[ruleOf[p]].Rule;
             int t = target[p];
-            if (t == 0 || Free(t) > 0)
+            if (t == 0 || (!Private(t) && Free(t) > 0))
             {
                 Place(p, t, PlacementReason.PolicyTarget);
                 return;
             }
-            var fell = GroupLimited(t) ? PlacementReason.GroupLimitFallback : PlacementReason.Fallback;
+            var fell = !Private(t) && GroupLimited(t) ? PlacementReason.GroupLimitFallback : PlacementReason.Fallback;
             foreach (int o in rule.Order)
             {
                 if (o == t) continue;
-                if (Free(o) > 0)
+                if (!Private(o) && Free(o) > 0)
                 {
                     Place(p, o, fell);
                     return;
@@ -212,6 +224,7 @@ public class PolicyModelPropertyTests
                         for (int p = step.First; p < step.First + step.Count; p++)
                         {
                             if (node[p] is null) FirstTouch(p);
+                            else if (Private(node[p]!.Value)) BringBack(p);
                             region.AsSpan((ulong)p * Page, (int)Page).Fill(step.Value);
                             value[p] = step.Value;
                         }
@@ -231,7 +244,7 @@ public class PolicyModelPropertyTests
                             MemoryPolicyKind.Interleave => MemoryPolicy.Interleave(named.Select(i => nodes[i]).ToArray()),
                             _ => MemoryPolicy.WeightedInterleave(named.Select((i, k) => (nodes[i], step.Weights[k])).ToArray()),
                         };
-                        if (named.Any(i => !online[i]))
+                        if (named.Any(i => !online[i] || Private(i)))
                         {
                             Assert.Throws<ArgumentException>(() => region.SetPolicy((ulong)step.First * Page, (ulong)step.Count * Page, policy));
                             break;
@@ -299,6 +312,7 @@ public class PolicyModelPropertyTests
                         for (int p = step.First; p < step.First + step.Count; p++)
                         {
                             if (node[p] is null) FirstTouch(p);
+                            else if (Private(node[p]!.Value)) BringBack(p);
                             pins[p]++;
                         }
                         leases.Add(region.Pin((ulong)step.First * Page, (ulong)step.Count * Page));
@@ -382,7 +396,7 @@ public class PolicyModelPropertyTests
                     case Op.Reserve:
                     {
                         int on = step.Nodes.Length > 0 ? step.Nodes[0] % n : 0;
-                        if (on == 0 || !online[on])
+                        if (on == 0 || !online[on] || Private(on))
                         {
                             Assert.Throws<ArgumentException>(() => nodes[on].ReserveContiguous((ulong)step.Count * Page));
                             break;
@@ -434,7 +448,8 @@ public class PolicyModelPropertyTests
                         throw new InvalidOperationException($"after {step}: page {p} on {placement.Node?.Id}, model {node[p]}: {placement}");
                     if (node[p] is null ? placement.Target.Id != target[p] : placement.Reason != reason[p])
                         throw new InvalidOperationException($"after {step}: page {p} {placement.Reason} → {placement.Target.Id}, model {reason[p]} → {target[p]}: {placement}");
-                    if (node[p] is not null && region.AsSpan((ulong)p * Page, (int)Page).IndexOfAnyExcept(value[p]) >= 0)
+                    // (Reading a page on a private node would bring it back: it is checked once it is back.)
+                    if (node[p] is int at && !Private(at) && region.AsSpan((ulong)p * Page, (int)Page).IndexOfAnyExcept(value[p]) >= 0)
                         throw new InvalidOperationException($"after {step}: page {p} lost its data");
                 }
                 for (int p = 0; p < Pages; p++)
