@@ -235,7 +235,10 @@ static void handle_missing(cdm_engine *e, cdm_region *r, uint64_t p, bool writab
      * window faults); the rest on the readahead thread while the toucher runs. */
     if (rc == 0 && r->readahead && ws > 0 && PS_STATE(region_word(r, ws - 1)) != PS_EMPTY && ws + wn < r->pages) {
         uint64_t next = ws + wn, end = next + r->readahead < r->pages ? next + r->readahead : r->pages;
-        uint64_t step = end - next < READAHEAD_STEP ? end - next : READAHEAD_STEP;
+        /* Steps end on READAHEAD_STEP boundaries, so that runs placed in aligned units (an interleave of 64
+         * pages a node) stay one move each. */
+        uint64_t step = READAHEAD_STEP - next % READAHEAD_STEP;
+        if (step > end - next) step = end - next;
         if (resolve_first_touch(r, next, step, true) == 0) {
             atomic_fetch_add(&e->st.readahead, step);
             *wake_count += step;
