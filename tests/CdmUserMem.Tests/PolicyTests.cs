@@ -275,4 +275,27 @@ public unsafe class PolicyTests
             Assert.Throws<InvalidOperationException>(() => region.PinLongTerm(0, 2 * Page));
         Assert.Null(FirstMismatch(region, 0, 16 * Page, seed: 21));
     }
+
+    private static ulong ResidentBytes() =>
+        ulong.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+
+    [Fact]
+    public void Unplug_drains_heaps_too_and_gives_the_arena_memory_back()
+    {
+        using var system = MemorySystem.Create();
+        var dev = system.AddCoherentDeviceNode("dev", 64 * MiB);
+        using var heap = system.CreateHeap(new HeapOptions { Placement = dev });
+        byte* block = (byte*)heap.Allocate((nuint)(4 * MiB), 4096);
+        new Span<byte>(block, (int)(4 * MiB)).Fill(0x77);
+        Assert.Same(dev, heap.NodeOf(block));
+        ulong before = ResidentBytes();
+        system.RemoveNode(dev);
+        ulong after = ResidentBytes();
+        Assert.Same(system.Host, heap.NodeOf(block));
+        Assert.True(new Span<byte>(block, (int)(4 * MiB)).IndexOfAnyExcept((byte)0x77) < 0);
+        // The arena's 64 MiB go back, less the 4 MiB the heap's block now holds on the host (a locked arena keeps them).
+        if (!system.IsMemoryLocked)
+            Assert.True(before - after > 48 * MiB, $"resident {before >> 20} MiB before, {after >> 20} MiB after");
+        heap.Free(block);
+    }
 }
