@@ -25,7 +25,8 @@ int cdm_plan_create(cdm_engine *e, const int8_t *nodes, uint32_t count, uint32_t
         seen |= 1ull << nodes[i];
     }
     pthread_mutex_lock(&e->nodes_lock);
-    uint32_t n = atomic_load(&e->plan_count), id = 0;
+    /* Never plan 0: in an untouched word it stands for the region's default plan, whatever that is. */
+    uint32_t n = atomic_load(&e->plan_count), id = 1;
     for (; id < n; id++)
         if (e->plans[id].count == count && memcmp(e->plans[id].nodes, nodes, count) == 0) break;
     int rc = 0;
