@@ -6,7 +6,7 @@ internal static partial class CdmEngine
     public const int HostNode = 0;
     public const int MaxNodes = 63;
     public const int MaxPins = 4095;
-    public const int MaxPlans = 4096;
+    public const int MaxPlans = 65535;
     public const int MaxRule = 16777215;
     public const int MaxGroups = 256;
 

@@ -8,7 +8,7 @@
 #define CDM_HOST_NODE 0
 #define CDM_MAX_NODES 63   /* device nodes per engine (node ids 1..63) */
 #define CDM_MAX_PINS 4095  /* nested pins per page */
-#define CDM_MAX_PLANS 4096 /* distinct fallback orders per engine */
+#define CDM_MAX_PLANS 65535 /* distinct fallback orders per engine (the plan field of a page word is 16 bits) */
 #define CDM_MAX_RULE 16777215 /* highest policy rule id (24 bits) */
 #define CDM_MAX_GROUPS 256    /* accounting groups per engine, group 0 (none) included */
 

@@ -92,11 +92,19 @@ static uint64_t best_window(frame_pool *p, const frame_owner *owners, uint64_t n
     return best;
 }
 
-/* Holds [start, +n): its free frames are taken now, the rest as they are freed. */
+/* Holds [start, +n): its free frames are taken now, the rest as they are freed. Refused (-ENOSPC) when the
+ * node went offline, or when taking the window's free frames would eat into frames promised to migrations. */
 static int hold_window(frame_pool *p, uint64_t start, uint64_t n) {
     uint64_t *map = calloc((n + 63) / 64, sizeof *map);
     if (!map) return -ENOMEM;
     pthread_mutex_lock(&p->lock);
+    uint64_t free_in_window = 0;
+    for (uint64_t f = start; f < start + n; f++) free_in_window += !((p->bitmap[f >> 6] >> (f & 63)) & 1);
+    if (p->offline || p->used + p->reserved + free_in_window > p->frames) {
+        pthread_mutex_unlock(&p->lock);
+        free(map);
+        return -ENOSPC;
+    }
     p->held = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t f = start + i;
@@ -167,6 +175,23 @@ static void evacuate(cdm_engine *e, int node, uint64_t start, uint64_t n, const 
     }
 }
 
+/* Frees frames [first, +count) of a node whose slots may be holes (moved out, or discarded by their user):
+ * each hole gets a zero page first, as every free frame's slot must hold one; a frame whose slot cannot be
+ * filled stays taken. */
+static void refill_and_free(cdm_engine *e, int node, uint64_t first, uint64_t count) {
+    frame_pool *p = &e->nodes[node].pool;
+    uint8_t *base = frame_addr(e, node, first);
+    for (uint64_t i = 0; i < count;) {
+        uint64_t filled;
+        int rc = fill_zero(e, base + i * PAGE, count - i, true, false, &filled);
+        pool_free(p, first + i, filled);
+        i += filled;
+        if (rc == 0) continue;
+        if (rc == -EEXIST) pool_free(p, first + i, 1); /* it holds its page */
+        i++; /* any other error: that frame stays taken */
+    }
+}
+
 static int map_extent(cdm_engine *e, cdm_extent *x, uint64_t address) {
     uint64_t len = x->count * PAGE;
     if (!budget_take(e, 1)) return CDM_E_MAPPING_BUDGET;
@@ -183,6 +208,9 @@ static int map_extent(cdm_engine *e, cdm_extent *x, uint64_t address) {
     uint64_t moved = 0;
     if (rc == 0) rc = uffd_move(e, m, frame_addr(e, x->node, x->first), len, false, &moved);
     if (rc == 0) {
+        /* The frames are in; from now on the mapping is the caller's plain memory: a page the caller
+         * discards there reads zeros, with no fault for the engine to serve. */
+        uffd_unregister(e, m, len);
         x->mapping = m;
         return 0;
     }
@@ -256,13 +284,15 @@ int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_
     pthread_mutex_unlock(&e->compaction_lock);
     free(owners);
     if (rc == 0 && x->count == 0) rc = -EAGAIN;
+    /* The frames held other regions' pages: an extent starts zeroed, as a first touch does. */
+    if (rc == 0) memset(frame_addr(e, node, x->first), 0, x->count * PAGE);
     if (rc == 0 && address) {
         rc = map_extent(e, x, address);
         if (rc < 0) {
             pthread_mutex_lock(&p->lock);
             p->extent_frames -= x->count;
             pthread_mutex_unlock(&p->lock);
-            pool_free(p, x->first, x->count);
+            refill_and_free(e, node, x->first, x->count);
         }
     }
     if (rc < 0) {
@@ -279,22 +309,18 @@ void cdm_extent_release(cdm_extent *x) {
     if (!x) return;
     cdm_engine *e = x->engine;
     frame_pool *p = &e->nodes[x->node].pool;
-    if (x->mapping && !engine_forked(e)) {
-        uint64_t len = x->count * PAGE, moved = 0;
-        /* Back into the arena, so that every free frame's slot holds a page; a slot left a hole is filled. */
-        if (uffd_move(e, frame_addr(e, x->node, x->first), x->mapping, len, false, &moved) < 0)
-            for (uint64_t off = moved; off < len; off += PAGE) {
-                uint64_t one;
-                if (uffd_move(e, frame_addr(e, x->node, x->first) + off, x->mapping + off, PAGE, false, &one) < 0)
-                    uffd_copy(e, frame_addr(e, x->node, x->first) + off, e->zeros, PAGE, false, &one);
-            }
-        uffd_unregister(e, x->mapping, len);
-        munmap(x->mapping, len);
+    if (engine_forked(e)) {
+        free(x); /* the parent's frames: a child has no arenas */
+        return;
+    }
+    if (x->mapping) {
+        /* The caller's data goes with its mapping; the frames' slots, holes since the move, get zero pages. */
+        munmap(x->mapping, x->count * PAGE);
         budget_take(e, -1);
     }
     pthread_mutex_lock(&p->lock);
     p->extent_frames -= x->count;
     pthread_mutex_unlock(&p->lock);
-    pool_free(p, x->first, x->count);
+    refill_and_free(e, x->node, x->first, x->count);
     free(x);
 }

@@ -54,7 +54,8 @@ uint64_t pool_alloc(frame_pool *p, uint64_t want, uint64_t hint, uint64_t *got, 
     pthread_mutex_lock(&p->lock);
     uint64_t start = 0, n = 0;
     /* A reservation spends its own promise; everyone else may use only frames nobody was promised. */
-    uint64_t allowed = p->offline ? 0 : res ? atomic_load(&res->left) : p->frames - p->used - p->reserved;
+    uint64_t taken = p->used + p->reserved;
+    uint64_t allowed = p->offline ? 0 : res ? atomic_load(&res->left) : taken >= p->frames ? 0 : p->frames - taken;
     bool short_of_room = want > allowed;
     if (want > allowed) want = allowed;
     if (want == 0) {
@@ -120,7 +121,7 @@ int cdm_reserve(cdm_engine *e, int32_t node, uint64_t frames, cdm_reservation **
     if (!res) return -ENOMEM;
     frame_pool *p = &e->nodes[node].pool;
     pthread_mutex_lock(&p->lock);
-    bool fits = !p->offline && p->frames - p->used - p->reserved >= frames;
+    bool fits = !p->offline && p->used + p->reserved <= p->frames && p->frames - p->used - p->reserved >= frames;
     if (fits) p->reserved += frames;
     pthread_mutex_unlock(&p->lock);
     if (!fits) {

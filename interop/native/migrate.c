@@ -103,6 +103,22 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
         bool joined = false;
         if (from >= 0 && (s == PS_EMPTY || PS_NODE(w) != from)) {
             *o = CDM_OUT_ALREADY_THERE; /* asked to move pages off one node only: this one is not there */
+        } else if (s == PS_EMPTY && node_private(e, target)) {
+            /* As migrate_vma gives an untouched page a zeroed device page: the CPU could not place it there. */
+            uint64_t got, frame = region_frames_alloc(r, target, 1, UINT64_MAX, &got, res && res->node == target ? res : NULL, NULL);
+            if (got == 0) {
+                *o = CDM_OUT_NO_CAPACITY;
+            } else {
+                memset(frame_addr(e, target, frame), 0, PAGE);
+                why_store(r, p, WHY_MAKE(CDM_WHY_MIGRATED, 0));
+                if (!region_cas(r, p, &w, PS_MAKE(PS_RESIDENT, target, frame))) {
+                    region_frames_free(r, target, frame, 1, res && res->node == target ? res : NULL);
+                    continue; /* touched meanwhile: look again */
+                }
+                atomic_fetch_add(&r->device_pages, 1);
+                atomic_fetch_add(&e->st.migrated, 1);
+                *o = CDM_OUT_MIGRATED;
+            }
         } else if (s == PS_EMPTY) {
             /* Nothing to copy: record the target so that the first touch lands there. */
             if (!region_cas(r, p, &w, PS_MAKE(PS_EMPTY, target + 1, PS_FRAME(w)))) continue; /* its plan and rule stay */
@@ -257,6 +273,8 @@ static void restore(cdm_region *r, mig_run *run, uint64_t i) {
         usleep(attempt < 10 ? 100 : 10000);
     }
     unclaim(r, run->first_page + i);
+    /* A private source was never detached, so nothing above woke a toucher that waited on the claim. */
+    if (node_private(e, run->src)) uffd_wake(e, at, PAGE);
     atomic_fetch_add(&e->st.aborted, 1);
 }
 

@@ -186,14 +186,16 @@ int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t or
     for (uint32_t i = 0; i < order_len; i++)
         if (!node_valid(e, order[i]) || order[i] == node) return -EINVAL;
     device_node *dn = &e->nodes[node];
+    /* Offline in the same step as the check, so that no reservation starts in between (one checks offline
+     * under this lock before it holds a window). */
     pthread_mutex_lock(&dn->pool.lock);
-    uint64_t extents = dn->pool.extent_frames;
+    uint64_t extents = dn->pool.extent_frames + atomic_load(&dn->pool.hold_count);
+    if (!extents) dn->pool.offline = true;
     pthread_mutex_unlock(&dn->pool.lock);
     if (extents) {
         *left_pages = extents;
         return -EBUSY; /* contiguous reservations are the caller's to release */
     }
-    set_offline(&dn->pool, true);
     drain_pass pass = {0};
     /* Pages in flight towards the node when it went offline land there within one batch: sweep until a
      * sweep finds nothing left, or moves nothing. */
@@ -214,8 +216,8 @@ int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t or
         }
         if (pass.moved == 0) sched_yield();
     }
-    /* Every frame is free: give the memory back, since nothing allocates here again. A locked arena refuses
-     * (madvise of mlocked memory fails with EINVAL) and keeps its pages until the engine goes. */
-    sys_madvise(e, dn->arena, dn->capacity, MADV_DONTNEED);
+    /* Every frame is free: give the memory back, since nothing allocates here again (a locked arena takes
+     * MADV_DONTNEED_LOCKED). Should the kernel refuse, the arena keeps its pages until the engine goes. */
+    discard_pages(e, dn->arena, dn->capacity);
     return 0;
 }

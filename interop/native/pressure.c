@@ -15,9 +15,11 @@ typedef struct candidate {
     uint64_t page;
 } candidate;
 
+/* Serial-number order: stamps wrap after 2^32 placements, and the live ones span far less than 2^31. */
 static int by_stamp(const void *a, const void *b) {
     const candidate *x = a, *y = b;
-    return x->stamp < y->stamp ? -1 : x->stamp > y->stamp;
+    int32_t d = (int32_t)(x->stamp - y->stamp);
+    return d < 0 ? -1 : d > 0;
 }
 
 static int by_place(const void *a, const void *b) {

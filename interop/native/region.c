@@ -241,6 +241,8 @@ int cdm_region_pin(cdm_region *r, uint64_t first, uint64_t count) {
                 if (rc > 0) uffd_wake(r->engine, r->base + p * PAGE, PAGE);
                 else if (rc == 0) sched_yield(); /* a migration holds it for a bounded step */
                 else {
+                    /* A toucher that faulted while this thread held the page was left to it: wake it. */
+                    uffd_wake(r->engine, r->base + p * PAGE, PAGE);
                     unpin_pages(r, first, p - first);
                     return rc;
                 }

@@ -66,6 +66,7 @@ public sealed class MemoryNode
     internal void MarkRemoved() => _removed = true;
 
     private NodeWatermarks? _watermarks;
+    private readonly Lock _pressureSync = new(); // the engine's setting and _watermarks change together
 
     /// <summary>
     /// Whether a long-term pin (<see cref="Region.PinLongTerm"/>) first migrates the node's pages to the host,
@@ -98,9 +99,12 @@ public sealed class MemoryNode
         var order = System.Topology.FallbackOrder(this);
         sbyte* ids = stackalloc sbyte[order.Count];
         for (int i = 0; i < order.Count; i++) ids[i] = (sbyte)order[i].Id;
-        int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, highFrames, lowFrames, ids, (uint)order.Count);
-        if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure on for node '{Name}'");
-        _watermarks = new NodeWatermarks(high, low, order);
+        lock (_pressureSync)
+        {
+            int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, highFrames, lowFrames, ids, (uint)order.Count);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure on for node '{Name}'");
+            _watermarks = new NodeWatermarks(high, low, order);
+        }
     }
 
     /// <summary>
@@ -144,8 +148,11 @@ public sealed class MemoryNode
             throw new DeviceCapacityExhaustedException(
                 $"Node '{Name}' has no {bytes}-byte window of frames that compaction could free: its capacity is {CapacityBytes} bytes and " +
                 "other contiguous reservations (or pages in flight) fragment it.");
-        if (rc == -17 || rc == -12 && address != 0) // EEXIST, ENOMEM at a fixed address
+        if (rc == -17) // EEXIST: something is mapped there
             throw new ArgumentException($"[0x{address:x}, +{bytes}) is not free to map.", nameof(address));
+        if (rc == -11) // EAGAIN
+            throw new InvalidOperationException($"Pages in every window of node '{Name}' stayed busy (being filled or migrated) " +
+                                                "through four attempts; nothing was reserved. Try again.");
         if (rc < 0) throw NativeErrors.ForErrno(rc, $"reserving {bytes} contiguous bytes of node '{Name}'");
         var reservation = new ContiguousReservation(this, new ExtentSafeHandle(extent, engine), firstFrame * CdmEngine.PageSize, bytes, (nint)mapped);
         System.OnReservationCreated(reservation);
@@ -174,9 +181,12 @@ public sealed class MemoryNode
     public unsafe void DisablePressure()
     {
         if (Kind == MemoryNodeKind.Host) return;
-        int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, 0, 0, null, 0);
-        if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure off for node '{Name}'");
-        _watermarks = null;
+        lock (_pressureSync)
+        {
+            int rc = CdmEngine.NodeSetPressure(System.EngineHandle, Id, 0, 0, null, 0);
+            if (rc < 0) throw NativeErrors.ForErrno(rc, $"turning pressure off for node '{Name}'");
+            _watermarks = null;
+        }
     }
 
     /// <summary>Whether the arena is locked in RAM with mlock (see <see cref="MemorySystem.IsMemoryLocked"/>).</summary>

@@ -127,6 +127,12 @@ public sealed unsafe partial class Region
         ulong needed = 0;
         foreach (var run in GetResidency(first * PageSize, count * PageSize))
             if (run.Node is not null && run.Node != target) needed += run.Length / PageSize;
+        // The group's limit is checked here, not reserved: a concurrent migration of the same group can still
+        // take the room between this check and the batches.
+        if (Group?.GetLimit(target) is ulong limit && Group.GetUsage(target) + needed * PageSize > limit)
+            throw new DeviceCapacityExhaustedException(
+                $"Group '{Group.Name}' may hold {limit} bytes on '{target.Name}' and holds {Group.GetUsage(target)}; the migration needs " +
+                $"{needed * PageSize} more. Nothing was moved.");
         int rc = CdmEngine.Reserve(System.EngineHandle, target.Id, needed, out nint reservation);
         if (rc == -28)
         {

@@ -60,6 +60,12 @@ public class AccountingGroupTests
         Assert.Throws<ArgumentException>(() => other.Reserve(Page, new RegionOptions { Group = group }));
         Assert.Throws<ArgumentException>(() => system.CreateGroup(" "));
         Assert.Null(group.GetLimit(dev));
+        // None of the refused limits took: the group fills the node.
+        using (var region = system.Reserve(64 * Page, new RegionOptions { Placement = dev, Group = group, ReadaheadPages = 0 }))
+        {
+            region.Prefault(0, 64 * Page);
+            Assert.Equal(64 * Page, group.GetUsage(dev));
+        }
         for (int i = 2; i < 256; i++) system.CreateGroup($"g{i}");
         Assert.Throws<InvalidOperationException>(() => system.CreateGroup("one too many"));
     }
