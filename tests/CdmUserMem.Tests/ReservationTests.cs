@@ -183,4 +183,24 @@ public unsafe class ReservationTests
         system.RemoveNode(device);
         Assert.Throws<ArgumentException>(() => device.ReserveContiguous(Page));
     }
+
+    /// <summary>A user that discards its own reservation's memory leaves holes in the arena: released, the frames
+    /// are refilled before placement reuses them (the fault thread zeroes free frames in place, and a hole there
+    /// would make it fault on itself: every fault of the engine would hang).</summary>
+    [Fact]
+    public void Frames_of_a_discarded_reservation_are_refilled_before_they_are_reused()
+    {
+        using var system = MemorySystem.Create();
+        var device = system.AddCoherentDeviceNode("dev", 64 * Page);
+        var extent = device.ReserveContiguous(64 * Page);
+        const int MADV_DONTNEED = 4, MADV_DONTNEED_LOCKED = 24;
+        Assert.Equal(0, TestNative.Madvise(extent.Pointer, (nuint)(64 * Page), system.IsMemoryLocked ? MADV_DONTNEED_LOCKED : MADV_DONTNEED));
+        extent.Dispose();
+        Assert.Equal(0UL, device.GetUsage().UsedBytes);
+        using var region = system.Reserve(64 * Page, new RegionOptions { Placement = device, ReadaheadPages = 0 });
+        var touch = Task.Run(() => Fill(region, 0, 64 * Page, seed: 13));
+        Assert.True(touch.Wait(TimeSpan.FromSeconds(20)), "first touches on the refilled frames hung");
+        Assert.Equal(64 * Page, device.GetUsage().UsedBytes);
+        Assert.Null(FirstMismatch(region, 0, 64 * Page, seed: 13));
+    }
 }
