@@ -5,7 +5,9 @@ using CdmUserMem.Benchmarks.Quick;
 if (args.Contains("--quick"))
 {
     string results = Path.Combine(FindRepositoryRoot(), "bench", "results");
-    return QuickMode.Run(results);
+    // `--quick --only policy` runs one group of figures and prints it, writing nothing.
+    int only = Array.IndexOf(args, "--only");
+    return only >= 0 && only + 1 < args.Length ? QuickMode.RunOnly(args[only + 1]) : QuickMode.Run(results);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -46,6 +46,26 @@ internal static unsafe partial class QuickMode
         return 0;
     }
 
+    /// <summary>Runs one group of figures (by name) and prints it: for working on one figure, not for reference runs.</summary>
+    public static int RunOnly(string group)
+    {
+        var groups = new Dictionary<string, Func<List<Figure>>>
+        {
+            ["policy"] = PolicyFigures,
+            ["allocators"] = Allocators,
+            ["migration"] = Migration2MiB,
+            ["sweep"] = SequentialSweep,
+        };
+        if (!groups.TryGetValue(group, out var run))
+        {
+            Console.Error.WriteLine($"unknown group '{group}'; groups: {string.Join(", ", groups.Keys)}");
+            return 2;
+        }
+        WarmHostMemory(1024 * MiB);
+        Report.Print(run(), [], [], Console.Out);
+        return 0;
+    }
+
     /// <summary>Touches then releases fresh anonymous memory so the hypervisor backs the guest's free pages.</summary>
     private static void WarmHostMemory(ulong size)
     {
