@@ -145,28 +145,74 @@ static uint64_t held_now(frame_pool *p) {
     return held;
 }
 
-/* Migrates the pages on the window's frames: to other frames of the node, then down order. Records up to
- * room addresses of pages that would not move. */
+static void note_blocked(const uint8_t *out, uint64_t count, cdm_region *r, uint64_t first, uint64_t *blocked, uint32_t room,
+                         uint32_t *blocked_count) {
+    for (uint64_t j = 0; j < count; j++)
+        if ((out[j] == CDM_OUT_PINNED || out[j] == CDM_OUT_SHARED) && *blocked_count < room)
+            blocked[(*blocked_count)++] = (uint64_t)(r->base + (first + j) * PAGE); /* the kernel holds it */
+}
+
+/* Whether the page a frame of the window belonged to is still there. */
+static bool still_on(const frame_owner *o, int node, uint64_t frame) {
+    uint64_t w = region_word(o->region, o->page);
+    return PS_STATE(w) == PS_RESIDENT && PS_NODE(w) == node && PS_FRAME(w) == frame;
+}
+
+typedef struct window_page {
+    cdm_region *region;
+    uint64_t page;
+} window_page;
+
+static int by_region_page(const void *a, const void *b) {
+    const window_page *x = a, *y = b;
+    if (x->region != y->region) return (uintptr_t)x->region < (uintptr_t)y->region ? -1 : 1;
+    return x->page < y->page ? -1 : x->page > y->page;
+}
+
+/* Pages one evacuation batch spans. */
+#define EVACUATE_SPAN 512
+
+/* Migrates the pages on the window's frames: first to other frames of the node, in batches that span many
+ * runs (a batch aimed at the node itself moves only pages on held frames: the others are there already),
+ * then what found no frame there down order, run by run. Records up to room addresses of pinned pages. */
 static void evacuate(cdm_engine *e, int node, uint64_t start, uint64_t n, const frame_owner *owners, const int8_t *order,
                      uint32_t order_len, uint64_t *blocked, uint32_t room, uint32_t *blocked_count) {
-    uint8_t out[64];
+    uint8_t out[EVACUATE_SPAN];
+    window_page *pages = malloc(n * sizeof *pages);
+    uint64_t m = 0;
+    for (uint64_t i = 0; pages && i < n; i++)
+        if (owners[start + i].region) pages[m++] = (window_page){owners[start + i].region, owners[start + i].page};
+    if (pages) qsort(pages, m, sizeof *pages, by_region_page);
+    for (uint64_t i = 0; i < m;) {
+        uint64_t j = i + 1;
+        while (j < m && pages[j].region == pages[i].region && pages[j].page - pages[i].page < EVACUATE_SPAN) j++;
+        uint64_t span = pages[j - 1].page - pages[i].page + 1, moved = 0;
+        if (migrate_batch(pages[i].region, pages[i].page, span, node, node, 2, NULL, WHY_MAKE(CDM_WHY_COMPACTED, 0), out) == 0) {
+            for (uint64_t k = 0; k < span; k++) moved += out[k] == CDM_OUT_MIGRATED;
+            note_blocked(out, span, pages[i].region, pages[i].page, blocked, room, blocked_count);
+        }
+        atomic_fetch_add(&e->st.compacted, moved);
+        i = j;
+    }
+    free(pages);
+    /* What is left (all of it if the list could not be made): runs of consecutive pages on consecutive frames. */
     for (uint64_t i = 0; i < n; i++) {
         const frame_owner *o = &owners[start + i];
-        if (!o->region) continue;
-        /* Runs of consecutive pages whose frames are consecutive too, up to a batch. */
+        if (!o->region || !still_on(o, node, start + i)) continue;
         uint64_t k = 1;
-        while (i + k < n && k < 64 && owners[start + i + k].region == o->region && owners[start + i + k].page == o->page + k) k++;
+        while (i + k < n && k < 64 && owners[start + i + k].region == o->region && owners[start + i + k].page == o->page + k &&
+               still_on(&owners[start + i + k], node, start + i + k))
+            k++;
         uint64_t first = o->page, left = k;
-        for (uint32_t t = 0; t <= order_len && left; t++) {
+        for (uint32_t t = pages ? 1 : 0; t <= order_len && left; t++) {
             int target = t == 0 ? node : order[t - 1];
             if (migrate_batch(o->region, first, left, target, node, 2, NULL, WHY_MAKE(CDM_WHY_COMPACTED, 0), out) < 0) break;
             uint64_t moved = 0, short_from = left;
             for (uint64_t j = 0; j < left; j++) {
                 if (out[j] == CDM_OUT_MIGRATED) moved++;
                 else if (out[j] == CDM_OUT_NO_CAPACITY && short_from == left) short_from = j;
-                else if ((out[j] == CDM_OUT_PINNED || out[j] == CDM_OUT_SHARED) && *blocked_count < room)
-                    blocked[(*blocked_count)++] = (uint64_t)(o->region->base + (first + j) * PAGE); /* the kernel holds it */
             }
+            note_blocked(out, short_from, o->region, first, blocked, room, blocked_count);
             atomic_fetch_add(&e->st.compacted, moved);
             first += short_from;
             left -= short_from;
