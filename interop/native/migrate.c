@@ -52,6 +52,7 @@ typedef struct mig_run {
     uint64_t slot;      /* host source: its first staging slot */
     uint64_t spare;     /* host target: its first spare host page, when has_spare */
     bool has_spare;
+    bool within_node;     /* a compaction's move to another frame of the same node: the group is not charged twice */
     cdm_reservation *res; /* device target: the reservation its frames were drawn from, or NULL */
 } mig_run;
 
@@ -73,11 +74,17 @@ static uint64_t run_extent(cdm_region *r, uint64_t p, uint64_t end, int target) 
     return n;
 }
 
+/* Gives back unused destination frames, uncharging the group unless the move stays within one node. */
+static void dst_give_back(cdm_region *r, const mig_run *run, int target, uint64_t start, uint64_t count) {
+    if (run->within_node) pool_give_back(&r->engine->nodes[target].pool, start, count, run->res);
+    else region_frames_free(r, target, start, count, run->res);
+}
+
 /* Gives back what a run allocated beyond index from. */
 static void run_trim(cdm_region *r, mig_run *run, int target, uint64_t from) {
     cdm_engine *e = r->engine;
     if (run->capacity <= from) return;
-    if (target != CDM_HOST_NODE) region_frames_free(r, target, run->dst_frame + from, run->capacity - from, run->res);
+    if (target != CDM_HOST_NODE) dst_give_back(r, run, target, run->dst_frame + from, run->capacity - from);
     if (run->src == CDM_HOST_NODE) pool_free(&e->staging_pool, run->slot + from, run->capacity - from);
     if (run->has_spare) staging_recycle(e, run->spare + from, run->capacity - from);
     run->capacity = from;
@@ -143,7 +150,9 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (target != CDM_HOST_NODE) {
                     uint64_t hint = UINT64_MAX, prev = p > 0 ? region_word(r, p - 1) : 0;
                     if (p > 0 && PS_STATE(prev) >= PS_RESIDENT && PS_NODE(prev) == target) hint = PS_FRAME(prev) + 1;
-                    dst = region_frames_alloc(r, target, want, hint, &got, drawn, NULL);
+                    /* Within one node the page keeps its charge: the frame it leaves is freed uncharged. */
+                    dst = src == target ? pool_alloc(&e->nodes[target].pool, want, hint, &got, drawn)
+                                        : region_frames_alloc(r, target, want, hint, &got, drawn, NULL);
                     if (got == 0) {
                         *o = CDM_OUT_NO_CAPACITY;
                         p++;
@@ -153,7 +162,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (src == CDM_HOST_NODE) {
                     uint64_t slots;
                     slot = pool_alloc(&e->staging_pool, got, UINT64_MAX, &slots, NULL);
-                    if (slots < got && target != CDM_HOST_NODE) region_frames_free(r, target, dst + slots, got - slots, drawn);
+                    if (slots < got && target != CDM_HOST_NODE) region_frames_free(r, target, dst + slots, got - slots, drawn); /* src is the host: never within one node */
                     got = slots;
                     if (got == 0) break; /* staging is busy with other migrations: end the step here */
                 }
@@ -161,7 +170,7 @@ static uint64_t claim(cdm_region *r, uint64_t first, uint64_t count, int target,
                 if (spares) got = spares;
                 run = &runs[nr++];
                 *run = (mig_run){.first_page = p, .capacity = got, .src = src, .src_frame = frame, .dst_frame = dst,
-                                 .slot = slot, .spare = spare, .has_spare = spares > 0, .res = drawn};
+                                 .slot = slot, .spare = spare, .has_spare = spares > 0, .res = drawn, .within_node = src == target};
             }
             if (!region_cas(r, p, &w, PS_WITH_STATE(w, PS_MIGRATING))) continue;
             run->count++;
@@ -329,9 +338,10 @@ static void release_run(cdm_region *r, mig_run *run, int target, uint32_t why, u
             region_store(r, p, PS_MAKE(PS_RESIDENT, target, target == CDM_HOST_NODE ? 0 : run->dst_frame + i));
             out[i] = CDM_OUT_MIGRATED;
             moved++;
-            if (run->src != CDM_HOST_NODE) region_frames_free(r, run->src, run->src_frame + i, 1, NULL);
+            if (run->within_node) pool_free(&e->nodes[run->src].pool, run->src_frame + i, 1);
+            else if (run->src != CDM_HOST_NODE) region_frames_free(r, run->src, run->src_frame + i, 1, NULL);
         } else if (target != CDM_HOST_NODE) {
-            region_frames_free(r, target, run->dst_frame + i, 1, run->res); /* its slot still holds a page */
+            dst_give_back(r, run, target, run->dst_frame + i, 1); /* its slot still holds a page */
         }
     }
     /* Spares moved into the region left holes; unused ones still hold their pages. */

@@ -69,4 +69,30 @@ public class AccountingGroupTests
         for (int i = 2; i < 256; i++) system.CreateGroup($"g{i}");
         Assert.Throws<InvalidOperationException>(() => system.CreateGroup("one too many"));
     }
+
+    [Fact]
+    public void Compaction_moves_a_group_at_its_limit_within_the_node_without_charging_it_twice()
+    {
+        using var system = MemorySystem.Create();
+        var dev = system.AddCoherentDeviceNode("dev", 64 * Page);
+        var group = system.CreateGroup("full");
+        group.SetLimit(dev, 32 * Page);
+        // Another region takes every frame, then gives back the odd ones: the group's 32 pages land on them.
+        using var region = system.Reserve(32 * Page, new RegionOptions { Placement = dev, Group = group, FaultAroundPages = 1, ReadaheadPages = 0 });
+        using (var other = system.Reserve(64 * Page, new RegionOptions { Placement = dev, FaultAroundPages = 1, ReadaheadPages = 0 }))
+        {
+            other.Prefault(0, 64 * Page);
+            for (ulong p = 1; p < 64; p += 2) other.Migrate(p * Page, Page, system.Host);
+            Fill(region, 0, 32 * Page, seed: 5);
+        }
+        Assert.Equal(32 * Page, group.GetUsage(dev));
+        Assert.Equal(32 * Page, dev.GetUsage().UsedBytes);
+        using var extent = dev.ReserveContiguous(32 * Page);
+        // The group stays at its limit on dev: its pages moved to other frames of the node, not to the host.
+        Assert.Equal(32 * Page, group.GetUsage(dev));
+        Assert.Equal(64 * Page, dev.GetUsage().UsedBytes);
+        Assert.True(system.GetStatistics().PagesCompacted >= 16);
+        Assert.Equal(0UL, group.GetUsage(system.Host));
+        Assert.Null(FirstMismatch(region, 0, 32 * Page, seed: 5));
+    }
 }
