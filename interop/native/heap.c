@@ -35,9 +35,10 @@ static void *map_plain(uint64_t bytes) {
     return p == MAP_FAILED ? NULL : p;
 }
 
-/* Gives pages back: the next touch reads zeros (in a region, the engine refills them on its node). */
+/* Gives pages back: the next touch reads zeros. In a region the pages become untouched, device frames go back
+ * to their nodes, and the next touch is a first touch on the node they were on. */
 static void discard(cdm_heap *h, void *p, uint64_t bytes) {
-    if (h->engine) discard_pages(h->engine, p, bytes);
+    if (h->engine) region_discard(h->engine, p, bytes);
     else madvise(p, bytes, MADV_DONTNEED);
 }
 

@@ -289,6 +289,10 @@ void group_uncharge(cdm_region *r, int node, uint64_t n);
 uint64_t region_frames_alloc(cdm_region *r, int node, uint64_t want, uint64_t hint, uint64_t *got, cdm_reservation *res, bool *limited);
 void region_frames_free(cdm_region *r, int node, uint64_t start, uint64_t count, cdm_reservation *res);
 
+/* discard.c: as MADV_DONTNEED over a region's pages, giving device frames back: the pages become untouched,
+ * aimed at the node they were on. Falls back to plain madvise outside regions. */
+int region_discard(cdm_engine *e, uint8_t *addr, uint64_t len);
+
 /* private.c */
 /* Brings page p, resident on a private node (word w), back into the region because the CPU touched it:
  * 1 done (the caller wakes the page), 0 busy (whoever holds it wakes the toucher), < 0 failed (retry later). */

@@ -270,6 +270,27 @@ public unsafe partial class HeapTests
         byte* zeroed = (byte*)heap.AllocateZeroed(4 * 1024, 1024);
         for (int i = 0; i < 4 << 20; i += 4096) Assert.Equal(0, zeroed[i]);
     }
+
+    /// <summary>Memory a device heap gives back returns its frames to the node (and the group is uncharged):
+    /// reused, it is placed on the node again by its first touch, and reads zeros.</summary>
+    [Fact]
+    public void Freed_memory_of_a_device_heap_gives_its_frames_back_to_the_node()
+    {
+        var (system, device) = Create(deviceBytes: 32 * MiB);
+        using var __ = system;
+        using var heap = system.CreateHeap(new HeapOptions { Placement = device, RetentionBytes = 1 });
+        var blocks = Enumerable.Range(0, 4).Select(_ => (nint)heap.Allocate((nuint)(4 * MiB))).ToList();
+        foreach (var b in blocks) new Span<byte>((void*)b, (int)(4 * MiB)).Fill(0xAB);
+        Assert.True(device.GetUsage().UsedBytes >= 16 * MiB);
+        foreach (var b in blocks) heap.Free((void*)b);
+        Assert.True(device.GetUsage().UsedBytes < MiB, $"{device.GetUsage().UsedBytes} bytes of frames kept after the discard");
+        byte* again = (byte*)heap.AllocateZeroed(4 * 1024, 1024);
+        for (int i = 0; i < 4 << 20; i += 4096) Assert.Equal(0, again[i]);
+        new Span<byte>(again, 4 << 20).Fill(0x5C);
+        Assert.Same(device, heap.NodeOf(again));
+        Assert.True(device.GetUsage().UsedBytes >= 4 * MiB);
+        heap.Free(again);
+    }
 }
 
 public unsafe class HeapEdgeTests
