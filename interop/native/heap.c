@@ -143,14 +143,22 @@ static inline tcache *tcache_of(cdm_heap *h) {
 /* Live small bytes: every span's blocks out, less the remote frees waiting for their owner. The owners'
  * counters are read without their cooperation: a figure of the moment, exact once the heap is quiet. */
 static uint64_t small_live(cdm_heap *h) {
-    uint64_t live = 0;
+    uint64_t live = 0, recent = 0;
+    /* Blocks threads keep for reuse are free, though their spans count them. */
+    for (tcache *tc = h->all; tc; tc = tc->next_all)
+        for (unsigned c = 1; c < CDM_HEAP_CLASSES; c++) {
+            /* The owner may be reusing the head meanwhile: the depth is then any value, so it is bounded. */
+            block *head = __atomic_load_n(&tc->recent[c], __ATOMIC_ACQUIRE);
+            uint64_t depth = head ? __atomic_load_n(&head->depth, __ATOMIC_RELAXED) : 0;
+            recent += (depth < RECENT_MAX ? depth : RECENT_MAX) * heap_class_sizes[c];
+        }
     for (uint64_t i = 0; i < h->span_bump; i++) {
         span *s = &h->spans[i];
         if (!atomic_load_explicit(&s->in_use, memory_order_relaxed)) continue;
         uint32_t used = __atomic_load_n(&s->used, __ATOMIC_RELAXED), pending = atomic_load_explicit(&s->remote_pending, memory_order_relaxed);
         live += (uint64_t)(used > pending ? used - pending : 0) * s->block_size;
     }
-    return live;
+    return live > recent ? live - recent : 0;
 }
 
 /* The most bytes held in spans, extents and huge regions. Under h->lock. */
@@ -362,6 +370,23 @@ static NOINLINE void remote_free(span *s, block *b) {
     }
 }
 
+/* A block freed by the thread that owns its span, onto the span's own free list. */
+static ALWAYS_INLINE void owner_free(tcache *tc, span *s, block *b) {
+    b->next = s->free;
+    s->free = b;
+    s->used--;
+    if (unlikely(!s->in_partial && tc->current[s->cls] != s)) free_into_exhausted(tc, s);
+    if (unlikely(s->used == 0 && tc->current[s->cls] != s && s->in_partial)) span_release(tc, s);
+}
+
+void recent_flush(cdm_heap *h, tcache *tc, unsigned cls) {
+    for (block *b = tc->recent[cls], *next; b; b = next) {
+        next = b->next;
+        owner_free(tc, span_of(h, b), b);
+    }
+    __atomic_store_n(&tc->recent[cls], NULL, __ATOMIC_RELAXED);
+}
+
 static ALWAYS_INLINE int small_free(cdm_heap *h, void *p) {
     span *s = span_of(h, p);
     if (unlikely(!atomic_load_explicit(&s->in_use, memory_order_relaxed))) return CDM_E_HEAP_DOUBLE_FREE;
@@ -372,11 +397,7 @@ static ALWAYS_INLINE int small_free(cdm_heap *h, void *p) {
     tcache *tc = tcache_peek(h);
     block *b = p;
     if (likely(tc && atomic_load_explicit(&s->owner, memory_order_relaxed) == tc)) {
-        b->next = s->free;
-        s->free = b;
-        s->used--;
-        if (unlikely(!s->in_partial && tc->current[s->cls] != s)) free_into_exhausted(tc, s);
-        if (unlikely(s->used == 0 && tc->current[s->cls] != s && s->in_partial)) span_release(tc, s);
+        owner_free(tc, s, b);
         return 0;
     }
     remote_free(s, b);
