@@ -256,9 +256,12 @@ static int map_extent(cdm_engine *e, cdm_extent *x, uint64_t address) {
     if (rc == 0) {
         /* The frames are in; from now on the mapping is the caller's plain memory: a page the caller
          * discards there reads zeros, with no fault for the engine to serve. */
-        uffd_unregister(e, m, len);
-        x->mapping = m;
-        return 0;
+        rc = uffd_unregister(e, m, len);
+        if (rc == 0) {
+            x->mapping = m;
+            return 0;
+        }
+        /* Still registered, a page the caller discards there would fault with nobody to serve it: undo. */
     }
     if (moved) {
         uint64_t back;

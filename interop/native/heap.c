@@ -36,7 +36,7 @@ static void *map_plain(uint64_t bytes) {
 }
 
 /* Gives pages back: the next touch reads zeros. In a region the pages become untouched, device frames go back
- * to their nodes, and the next touch is a first touch on the node they were on. */
+ * to their nodes, and the next touch is a first touch on the heap's placement node. */
 static void discard(cdm_heap *h, void *p, uint64_t bytes) {
     if (h->engine) region_discard(h->engine, p, bytes);
     else madvise(p, bytes, MADV_DONTNEED);

@@ -290,7 +290,7 @@ uint64_t region_frames_alloc(cdm_region *r, int node, uint64_t want, uint64_t hi
 void region_frames_free(cdm_region *r, int node, uint64_t start, uint64_t count, cdm_reservation *res);
 
 /* discard.c: as MADV_DONTNEED over a region's pages, giving device frames back: the pages become untouched,
- * aimed at the node they were on. Falls back to plain madvise outside regions. */
+ * on the region's defaults. Falls back to plain madvise outside regions. */
 int region_discard(cdm_engine *e, uint8_t *addr, uint64_t len);
 
 /* private.c */

@@ -125,8 +125,10 @@ public sealed unsafe partial class Region
     {
         if (target.Kind == MemoryNodeKind.Host) return 0;
         ulong needed = 0;
+        // Untouched pages need a frame too on a private node: they get zeroed device pages there.
+        bool untouchedNeedFrames = target.Kind == MemoryNodeKind.PrivateDevice;
         foreach (var run in GetResidency(first * PageSize, count * PageSize))
-            if (run.Node is not null && run.Node != target) needed += run.Length / PageSize;
+            if (run.Node != target && (run.Node is not null || untouchedNeedFrames)) needed += run.Length / PageSize;
         // The group's limit is checked here, not reserved: a concurrent migration of the same group can still
         // take the room between this check and the batches.
         if (Group?.GetLimit(target) is ulong limit && Group.GetUsage(target) + needed * PageSize > limit)

@@ -291,6 +291,29 @@ public unsafe partial class HeapTests
         Assert.True(device.GetUsage().UsedBytes >= 4 * MiB);
         heap.Free(again);
     }
+
+    /// <summary>Memory that fell back to the host while the device was full goes to the device when it is reused
+    /// after a discard: discarded pages follow the heap's placement again, not the node they happened to be on.</summary>
+    [Fact]
+    public void Discarded_memory_that_fell_back_returns_to_the_device_when_reused()
+    {
+        var (system, device) = Create(deviceBytes: 8 * MiB);
+        using var __ = system;
+        using var heap = system.CreateHeap(new HeapOptions { Placement = device, RetentionBytes = 1 });
+        var blocks = Enumerable.Range(0, 4).Select(_ => (nint)heap.Allocate((nuint)(4 * MiB))).ToList();
+        foreach (var b in blocks) new Span<byte>((void*)b, (int)(4 * MiB)).Fill(0xAB);
+        var fellBack = blocks.Where(b => heap.NodeOf((void*)b) == system.Host).ToHashSet();
+        Assert.NotEmpty(fellBack); // 16 MiB on an 8 MiB device
+        foreach (var b in blocks) heap.Free((void*)b);
+        Assert.True(device.GetUsage().UsedBytes < MiB);
+        // The same sizes again: the heap hands the same extents back. Touch only those that had fallen back.
+        var reused = Enumerable.Range(0, 4).Select(_ => (nint)heap.Allocate((nuint)(4 * MiB))).ToList();
+        var touched = reused.Where(fellBack.Contains).ToList();
+        Assert.NotEmpty(touched);
+        foreach (var b in touched) new Span<byte>((void*)b, (int)(4 * MiB)).Fill(0xCD);
+        Assert.All(touched, b => Assert.Same(device, heap.NodeOf((void*)b)));
+        foreach (var b in reused) heap.Free((void*)b);
+    }
 }
 
 public unsafe class HeapEdgeTests
