@@ -6,12 +6,13 @@ internal static unsafe partial class QuickMode
     /// The memory model's costs: a first-touch sweep under an interleave policy against the same sweep placed
     /// on one node; the same sweep under a range policy against a region placed there by default (the policy
     /// lookup); and the drain of a full 256 MiB node on unplug against 2 MiB device-to-host migrations in the
-    /// same system. Sweeps alternate in pairs, so drift hits both.
+    /// same system. Sweeps alternate in pairs, so drift hits both; they are 64 MiB, since sweeps of a few milliseconds
+    /// measured the scheduler more than the engine.
     /// </summary>
     private static List<Figure> PolicyFigures()
     {
-        const ulong SweepSize = 16 * MiB, DrainSize = 256 * MiB, Piece = 2 * MiB;
-        const int Pairs = 15;
+        const ulong SweepSize = 64 * MiB, DrainSize = 256 * MiB, Piece = 2 * MiB;
+        const int Pairs = 21;
         var interleaved = new List<double>();
         var interleavedByPage = new List<double>();
         var oneNode = new List<double>();
