@@ -55,6 +55,7 @@ internal static unsafe partial class QuickMode
             ["allocators"] = Allocators,
             ["migration"] = Migration2MiB,
             ["sweep"] = SequentialSweep,
+            ["observability"] = () => MetricsOverhead([]),
         };
         if (!groups.TryGetValue(group, out var run))
         {
