@@ -7,7 +7,8 @@
  * migrate independently; from CDM_HEAP_HUGE_DEFAULT bytes each is a region of its own.
  *
  * Freed memory: spans and extents stay mapped for reuse until the heap holds more than retention_bytes
- * of free memory; beyond it they are discarded (MADV_DONTNEED) but keep their address range for reuse;
+ * of free memory; beyond it they are discarded (as MADV_DONTNEED, device frames going back to their node:
+ * the next touch is a first touch on the heap's placement) but keep their address range for reuse;
  * calloc zeroes everything but address space never handed out. Huge allocations are unmapped when freed.
  * Alignment: spans start on 64 KiB boundaries and the extent area on a 2 MiB one; any power-of-two
  * alignment is honoured on absolute addresses.
