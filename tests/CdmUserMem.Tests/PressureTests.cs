@@ -71,45 +71,22 @@ public unsafe class PressureTests
         ulong size = Writers * PagesEach * Page;
         using var region = system.Reserve(size, new RegionOptions { Placement = cxl });
         region.Prefault(0, size);
-        using var stop = new CancellationTokenSource();
-        var last = new ulong[Writers * PagesEach];
-        string? lost = null;
-        var watchdog = new Watchdog();
-        var writers = Enumerable.Range(0, Writers).Select(w => new Thread(() =>
-        {
-            ulong* words = (ulong*)region.Pointer;
-            for (ulong seq = 1; !stop.IsCancellationRequested; seq++)
-            {
-                for (int p = w * PagesEach; p < (w + 1) * PagesEach; p++)
-                {
-                    ulong* slot = words + (ulong)p * Page / 8;
-                    if (Volatile.Read(ref *slot) != last[p]) { lost ??= $"page {p}: read {*slot}, wrote {last[p]}"; return; }
-                    Volatile.Write(ref *slot, seq);
-                    last[p] = seq;
-                }
-                watchdog.Tick();
-            }
-        }) { IsBackground = true }).ToArray();
-        foreach (var t in writers) t.Start();
+        using var writers = new SequenceWriters(region, Writers, PagesEach);
         // Each round: the written pages move back to cxl, then newer pages fill it past the high watermark, so
         // the written pages (now the least recently placed) are demoted again under the writers.
         int rounds = 0;
         var clock = Stopwatch.StartNew();
-        for (; rounds < 30 && lost is null && clock.Elapsed < TimeSpan.FromSeconds(30); rounds++)
+        for (; rounds < 30 && writers.Lost is null && clock.Elapsed < TimeSpan.FromSeconds(30); rounds++)
         {
             ulong demotedBefore = system.GetStatistics().PagesDemoted;
             region.Migrate(0, size, cxl);
             using var filler = system.Reserve(60 * Page, new RegionOptions { Placement = cxl, ReadaheadPages = 0 });
             filler.Prefault(0, 60 * Page);
-            Eventually(() => system.GetStatistics().PagesDemoted > demotedBefore || lost is not null, () => $"round {rounds}: nothing demoted");
-            watchdog.Tick();
+            Eventually(() => system.GetStatistics().PagesDemoted > demotedBefore || writers.Lost is not null, () => $"round {rounds}: nothing demoted");
         }
-        stop.Cancel();
-        foreach (var t in writers) Assert.True(t.Join(TimeSpan.FromSeconds(10)));
-        Assert.Null(lost);
+        writers.StopAndVerify();
         Assert.True(rounds >= 5, $"{rounds} rounds");
         Assert.Equal(0UL, hbm.GetUsage().UsedBytes);
-        for (int p = 0; p < Writers * PagesEach; p++) Assert.Equal(last[p], region.AsSpan<ulong>((ulong)p * Page, 1)[0]);
     }
 
     [Fact]

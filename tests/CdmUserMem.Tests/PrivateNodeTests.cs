@@ -70,52 +70,33 @@ public unsafe class PrivateNodeTests
         ulong size = Writers * PagesEach * Page;
         using var region = system.Reserve(size);
         region.Prefault(0, size);
+        using var writers = new SequenceWriters(region, Writers, PagesEach, yieldBetweenRounds: true);
         using var stop = new CancellationTokenSource();
-        var last = new ulong[Writers * PagesEach];
-        string? lost = null;
-        var watchdog = new Watchdog();
-        var threads = Enumerable.Range(0, Writers).Select(w => new Thread(() =>
-        {
-            ulong* words = (ulong*)region.Pointer;
-            for (ulong seq = 1; !stop.IsCancellationRequested; seq++)
-            {
-                for (int p = w * PagesEach; p < (w + 1) * PagesEach; p++)
-                {
-                    ulong* slot = words + (ulong)p * Page / 8;
-                    if (Volatile.Read(ref *slot) != last[p]) { lost ??= $"page {p}: read {*slot}, wrote {last[p]}"; return; }
-                    Volatile.Write(ref *slot, seq);
-                    last[p] = seq;
-                }
-                watchdog.Tick();
-                Thread.Yield();
-            }
-        }) { IsBackground = true }).ToList();
-        threads.Add(new Thread(() =>
+        var storm = new Thread(() =>
         {
             while (!stop.IsCancellationRequested)
             {
                 _ = new byte[64 * 1024];
                 GC.Collect(0);
             }
-        }) { IsBackground = true });
-        foreach (var t in threads) t.Start();
+        }) { IsBackground = true };
+        storm.Start();
         int migrations = 0;
         var migrator = new Thread(() =>
         {
-            for (; migrations < 400 && lost is null; migrations++)
+            for (; migrations < 400 && writers.Lost is null; migrations++)
             {
                 region.Migrate(0, size, gpu);
-                watchdog.Tick();
+                writers.Watchdog.Tick();
             }
         }) { IsBackground = true };
         migrator.Start();
-        watchdog.Watch(TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(10), () => !migrator.IsAlive || lost is not null);
-        stop.Cancel();
+        writers.Watchdog.Watch(TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(10), () => !migrator.IsAlive || writers.Lost is not null);
         Assert.True(migrator.Join(TimeSpan.FromSeconds(10)));
-        foreach (var t in threads) Assert.True(t.Join(TimeSpan.FromSeconds(10)));
-        Assert.Null(lost);
+        stop.Cancel();
+        Assert.True(storm.Join(TimeSpan.FromSeconds(10)));
+        writers.StopAndVerify();
         Assert.True(system.GetStatistics().PrivateNodeFaults > 0, "no writer ever met a page on the private node");
-        for (int p = 0; p < Writers * PagesEach; p++) Assert.Equal(last[p], region.AsSpan<ulong>((ulong)p * Page, 1)[0]);
     }
 
     [Fact]
