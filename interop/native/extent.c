@@ -28,29 +28,6 @@ typedef struct frame_owner {
 
 enum { COST_FREE = 0, COST_MOVABLE = 1, COST_PINNED = 2, COST_BLOCKED = 3 };
 
-typedef struct regions_ref {
-    cdm_region **all;
-    int count;
-} regions_ref;
-
-static int regions_take(cdm_engine *e, regions_ref *out) {
-    pthread_rwlock_rdlock(&e->regions_lock);
-    out->count = e->region_count;
-    out->all = malloc((size_t)(out->count ? out->count : 1) * sizeof *out->all);
-    if (out->all)
-        for (int i = 0; i < out->count; i++) {
-            out->all[i] = e->regions[i];
-            atomic_fetch_add(&out->all[i]->refs, 1);
-        }
-    pthread_rwlock_unlock(&e->regions_lock);
-    return out->all ? 0 : -ENOMEM;
-}
-
-static void regions_put(regions_ref *refs) {
-    for (int i = 0; i < refs->count; i++) region_put(refs->all[i]);
-    free(refs->all);
-}
-
 /* Maps every resident page on node to its frame. */
 static void map_owners(cdm_engine *e, int node, regions_ref *refs, frame_owner *owners) {
     uint64_t frames = e->nodes[node].pool.frames;
@@ -278,11 +255,10 @@ int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_
     *blocked_count = 0;
     *out = NULL;
     if (engine_forked(e)) return CDM_E_FORKED;
+    /* An empty order is allowed: pages that find no other frame of the node then keep the window from being reserved. */
     if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || frames == 0 || address % PAGE ||
-        order_len > CDM_MAX_NODES + 1)
+        (order_len && !order_valid(e, order, order_len, node)))
         return -EINVAL;
-    for (uint32_t i = 0; i < order_len; i++)
-        if (order[i] < 0 || order[i] >= atomic_load(&e->node_count) || order[i] == node) return -EINVAL;
     frame_pool *p = &e->nodes[node].pool;
     if (frames > p->frames || p->offline) return -ENOSPC;
     cdm_extent *x = calloc(1, sizeof *x);
@@ -314,7 +290,6 @@ int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_
                 end_hold(p, true);
                 holding = false;
                 regions_put(&refs);
-                refs = (regions_ref){0};
                 break;
             }
             /* Pages that would not move (the kernel pins them, or they were busy): give the window back. */
@@ -323,7 +298,6 @@ int cdm_extent_reserve(cdm_engine *e, int32_t node, uint64_t frames, const int8_
             rc = *blocked_count ? CDM_E_PINNED : -EAGAIN;
         }
         regions_put(&refs);
-        refs = (regions_ref){0};
         if (rc != -EAGAIN) break;
         rc = 0;
         *blocked_count = 0;

@@ -266,6 +266,13 @@ bool pagemap_read(cdm_engine *e, const void *addr, uint64_t *entry);
 bool budget_take(cdm_engine *e, int64_t delta);
 cdm_region *region_get(cdm_engine *e, uint64_t addr); /* takes a reference */
 void region_put(cdm_region *r);
+/* Every region of the engine, each with a reference, for a sweep that must not hold regions_lock. */
+typedef struct regions_ref {
+    cdm_region **all;
+    int count;
+} regions_ref;
+int regions_take(cdm_engine *e, regions_ref *out); /* 0, or -ENOMEM with nothing taken */
+void regions_put(regions_ref *refs);
 
 static inline bool node_private(const cdm_engine *e, int node) { return node != CDM_HOST_NODE && e->nodes[node].private_node; }
 
@@ -277,6 +284,8 @@ static inline int empty_target(const cdm_region *r, uint64_t w) {
 
 /* policy.c */
 const placement_plan *plan_of(const cdm_region *r, uint64_t empty_word);
+/* Whether order lists 1 to CDM_MAX_NODES + 1 existing nodes, none of them node. */
+bool order_valid(cdm_engine *e, const int8_t *order, uint32_t order_len, int node);
 static inline void why_store(cdm_region *r, uint64_t page, uint32_t why) {
     atomic_store_explicit(&r->why[page], why, memory_order_relaxed);
     atomic_store_explicit(&r->stamp[page], atomic_fetch_add_explicit(&r->engine->placement_clock, 1, memory_order_relaxed),

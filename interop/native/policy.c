@@ -16,6 +16,13 @@ const placement_plan *plan_of(const cdm_region *r, uint64_t w) {
 
 static bool node_valid(cdm_engine *e, int node) { return node >= 0 && node < atomic_load(&e->node_count); }
 
+bool order_valid(cdm_engine *e, const int8_t *order, uint32_t order_len, int node) {
+    if (order_len == 0 || order_len > CDM_MAX_NODES + 1) return false;
+    for (uint32_t i = 0; i < order_len; i++)
+        if (!node_valid(e, order[i]) || order[i] == node) return false;
+    return true;
+}
+
 int cdm_plan_create(cdm_engine *e, const int8_t *nodes, uint32_t count, uint32_t *plan) {
     if (engine_forked(e)) return CDM_E_FORKED;
     if (count == 0 || count > CDM_MAX_NODES + 1) return -EINVAL;
@@ -145,20 +152,10 @@ static void drain_span(cdm_region *r, uint64_t first, uint64_t count, int node, 
 
 /* One sweep over every region: each run of pages on node is drained in batches. */
 static int drain_pass_all(cdm_engine *e, int node, const int8_t *order, uint32_t order_len, drain_pass *pass) {
-    pthread_rwlock_rdlock(&e->regions_lock);
-    int n = e->region_count;
-    cdm_region **regions = malloc((size_t)(n ? n : 1) * sizeof *regions);
-    if (!regions) {
-        pthread_rwlock_unlock(&e->regions_lock);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < n; i++) {
-        regions[i] = e->regions[i];
-        atomic_fetch_add(&regions[i]->refs, 1);
-    }
-    pthread_rwlock_unlock(&e->regions_lock);
-    for (int i = 0; i < n; i++) {
-        cdm_region *r = regions[i];
+    regions_ref refs;
+    if (regions_take(e, &refs) < 0) return -ENOMEM;
+    for (int i = 0; i < refs.count; i++) {
+        cdm_region *r = refs.all[i];
         for (uint64_t p = 0; p < r->pages && atomic_load(&r->device_pages) > 0;) {
             uint64_t w = region_word(r, p);
             if (PS_STATE(w) == PS_EMPTY || PS_NODE(w) != node) { p++; continue; }
@@ -171,9 +168,8 @@ static int drain_pass_all(cdm_engine *e, int node, const int8_t *order, uint32_t
             drain_span(r, p, q - p, node, order, order_len, pass);
             p = q;
         }
-        region_put(r);
     }
-    free(regions);
+    regions_put(&refs);
     return 0;
 }
 
@@ -182,9 +178,7 @@ int cdm_node_drain(cdm_engine *e, int32_t node, const int8_t *order, uint32_t or
     *left_pages = 0;
     *blocked_addr = 0;
     if (engine_forked(e)) return CDM_E_FORKED;
-    if (node <= CDM_HOST_NODE || !node_valid(e, node) || order_len == 0 || order_len > CDM_MAX_NODES + 1) return -EINVAL;
-    for (uint32_t i = 0; i < order_len; i++)
-        if (!node_valid(e, order[i]) || order[i] == node) return -EINVAL;
+    if (node <= CDM_HOST_NODE || !node_valid(e, node) || !order_valid(e, order, order_len, node)) return -EINVAL;
     device_node *dn = &e->nodes[node];
     /* Offline in the same step as the check, so that no reservation starts in between (one checks offline
      * under this lock before it holds a window). */

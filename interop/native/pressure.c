@@ -61,18 +61,10 @@ static uint64_t demote_run(cdm_region *r, uint64_t first, uint64_t count, int no
 
 /* One demotion of node: the want least recently placed unpinned resident pages of every region. */
 static uint64_t demote_node(cdm_engine *e, int node, uint64_t want, const int8_t *order, uint32_t order_len) {
-    pthread_rwlock_rdlock(&e->regions_lock);
-    int n = e->region_count;
-    cdm_region **regions = malloc((size_t)(n ? n : 1) * sizeof *regions);
-    if (!regions) {
-        pthread_rwlock_unlock(&e->regions_lock);
-        return 0;
-    }
-    for (int i = 0; i < n; i++) {
-        regions[i] = e->regions[i];
-        atomic_fetch_add(&regions[i]->refs, 1);
-    }
-    pthread_rwlock_unlock(&e->regions_lock);
+    regions_ref refs;
+    if (regions_take(e, &refs) < 0) return 0;
+    int n = refs.count;
+    cdm_region **regions = refs.all;
     uint64_t cap = e->nodes[node].pool.frames, count = 0, demoted = 0;
     candidate *c = malloc(cap * sizeof *c);
     for (int i = 0; c && i < n; i++) {
@@ -95,17 +87,14 @@ static uint64_t demote_node(cdm_engine *e, int node, uint64_t want, const int8_t
         }
     }
     free(c);
-    for (int i = 0; i < n; i++) region_put(regions[i]);
-    free(regions);
+    regions_put(&refs);
     return demoted;
 }
 
 int cdm_node_demote(cdm_engine *e, int32_t node, uint64_t frames, const int8_t *order, uint32_t order_len, uint64_t *demoted) {
     *demoted = 0;
     if (engine_forked(e)) return CDM_E_FORKED;
-    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || order_len == 0 || order_len > CDM_MAX_NODES + 1) return -EINVAL;
-    for (uint32_t i = 0; i < order_len; i++)
-        if (order[i] < 0 || order[i] >= atomic_load(&e->node_count) || order[i] == node) return -EINVAL;
+    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || !order_valid(e, order, order_len, node)) return -EINVAL;
     *demoted = demote_node(e, node, frames, order, order_len);
     return 0;
 }
@@ -149,9 +138,7 @@ int cdm_node_set_pressure(cdm_engine *e, int32_t node, uint64_t high, uint64_t l
     if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count)) return -EINVAL;
     device_node *dn = &e->nodes[node];
     if (high) {
-        if (low >= high || high > dn->pool.frames || order_len == 0 || order_len > CDM_MAX_NODES + 1) return -EINVAL;
-        for (uint32_t i = 0; i < order_len; i++)
-            if (order[i] < 0 || order[i] >= atomic_load(&e->node_count) || order[i] == node) return -EINVAL;
+        if (low >= high || high > dn->pool.frames || !order_valid(e, order, order_len, node)) return -EINVAL;
     }
     pthread_mutex_lock(&e->pressure.lock);
     int rc = 0;

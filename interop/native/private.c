@@ -7,9 +7,9 @@
 
 int cdm_node_make_private(cdm_engine *e, int32_t node, const int8_t *order, uint32_t order_len) {
     if (engine_forked(e)) return CDM_E_FORKED;
-    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || order_len == 0 || order_len > CDM_MAX_NODES + 1) return -EINVAL;
+    if (node <= CDM_HOST_NODE || node >= atomic_load(&e->node_count) || !order_valid(e, order, order_len, node)) return -EINVAL;
     for (uint32_t i = 0; i < order_len; i++)
-        if (order[i] < 0 || order[i] >= atomic_load(&e->node_count) || order[i] == node || node_private(e, order[i])) return -EINVAL;
+        if (node_private(e, order[i])) return -EINVAL; /* pages come back to where the CPU reaches them */
     device_node *dn = &e->nodes[node];
     pthread_mutex_lock(&dn->pool.lock);
     bool used = dn->pool.used > 0;

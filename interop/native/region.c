@@ -50,6 +50,28 @@ cdm_region *region_get(cdm_engine *e, uint64_t addr) {
 
 void region_put(cdm_region *r) { atomic_fetch_sub_explicit(&r->refs, 1, memory_order_release); }
 
+int regions_take(cdm_engine *e, regions_ref *out) {
+    pthread_rwlock_rdlock(&e->regions_lock);
+    out->count = e->region_count;
+    out->all = malloc((size_t)(out->count ? out->count : 1) * sizeof *out->all);
+    if (out->all)
+        for (int i = 0; i < out->count; i++) {
+            out->all[i] = e->regions[i];
+            atomic_fetch_add(&out->all[i]->refs, 1);
+        }
+    else
+        out->count = 0;
+    pthread_rwlock_unlock(&e->regions_lock);
+    return out->all ? 0 : -ENOMEM;
+}
+
+void regions_put(regions_ref *refs) {
+    for (int i = 0; i < refs->count; i++) region_put(refs->all[i]);
+    free(refs->all);
+    refs->all = NULL;
+    refs->count = 0;
+}
+
 static int table_insert(cdm_engine *e, cdm_region *r) {
     pthread_rwlock_wrlock(&e->regions_lock);
     if (e->region_count == e->region_capacity) {
